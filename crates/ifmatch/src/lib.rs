@@ -1,0 +1,47 @@
+//! # ifmatch
+//!
+//! Compare-and-swap on versioned keys, for fleets of stateless workers
+//! (Lambda functions, containers, pods) that share storage and must not lose
+//! a write.
+//!
+//! Every feature rests on one idea: a key holds bytes, a little metadata and
+//! an opaque [`Version`]; a write names the condition under which it may land
+//! (any, absent, or "still at version V"); whoever loses the race gets a typed
+//! [`Error::Conflict`], re-reads and tries again — or gives up with a clear
+//! error. Nothing is ever silently overwritten.
+//!
+//! - [`store`]: the [`Store`] trait and its backends (`file://`, `memory://`,
+//!   `s3://`, `dynamodb://`, and a fault-injecting wrapper), opened by URL.
+//! - [`retry`]: capped exponential backoff with full jitter, attempt limits, deadlines.
+//! - [`update`]: the retrying read-modify-write loop that never loses or
+//!   double-applies a write.
+//! - [`clock`]: injected time and randomness, so tests never sleep.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use ifmatch::{store, update::update_json, retry::RetryPolicy};
+//!
+//! let store = store::open("memory://").await?;
+//! let policy = RetryPolicy::default();
+//! // Increment a counter safely, however many workers do it at once.
+//! let n: u64 = update_json(&*store, "counter", &policy, |n: Option<u64>| {
+//!     Ok(Some(n.unwrap_or(0) + 1))
+//! })
+//! .await?
+//! .value
+//! .unwrap();
+//! assert_eq!(n, 1);
+//! # Ok::<(), ifmatch::update::UpdateError>(()) }).unwrap();
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod error;
+pub mod key;
+pub mod retry;
+pub mod store;
+pub mod update;
+
+pub use error::{Error, ErrorKind, Result};
+pub use store::{Condition, DynStore, Object, ObjectMeta, PutOptions, Store, Version};

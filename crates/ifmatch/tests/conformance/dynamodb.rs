@@ -1,0 +1,1 @@
+//! Conformance on this backend (not yet).
