@@ -45,7 +45,9 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The value is larger than the backend accepts.
-    #[error("value for key '{key}' is {size} bytes, larger than this store's limit of {limit} bytes")]
+    #[error(
+        "value for key '{key}' is {size} bytes, larger than this store's limit of {limit} bytes"
+    )]
     TooLarge {
         /// The key written.
         key: String,

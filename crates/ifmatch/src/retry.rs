@@ -115,7 +115,7 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails with a non-retryable error, or the budget is spent
-    /// (then the last error is returned).
+    /// (then the last error is returned, its message naming the attempts made).
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -126,7 +126,11 @@ impl RetryPolicy {
             attempts.begin();
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempts.backoff().await => continue,
+                Err(e) if e.is_retryable() => {
+                    if !attempts.backoff().await {
+                        return Err(exhausted(e, attempts.made()));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -217,7 +221,8 @@ mod tests {
     fn full_jitter_stays_within_the_capped_exponential() {
         let (p, _) = policy();
         for retry in 0..20 {
-            let cap = Duration::from_millis(100 * 2u64.pow(retry.min(10))).min(Duration::from_secs(1));
+            let cap =
+                Duration::from_millis(100 * 2u64.pow(retry.min(10))).min(Duration::from_secs(1));
             for _ in 0..50 {
                 assert!(p.delay(retry) <= cap);
             }

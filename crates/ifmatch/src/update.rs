@@ -20,6 +20,13 @@
 //!   id: ours cannot have landed (only one write can follow a version); re-apply;
 //! - the history cannot tell (more than [`HISTORY`] writes since, or a writer
 //!   outside the loop): return [`UpdateError::Ambiguous`] rather than guess.
+//!
+//! ## Observability
+//!
+//! Through the `metrics` facade: `ifmatch_update_attempts_total`,
+//! `ifmatch_update_conflicts_total`, `ifmatch_update_ambiguous_resolved_total`
+//! and `ifmatch_update_failures_total{reason}`; conflicts and lost responses
+//! are also logged at `debug` level through `tracing`.
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
@@ -251,6 +258,7 @@ where
     let mut current = read(store, key, policy).await?;
     loop {
         attempts.begin();
+        metrics::counter!("ifmatch_update_attempts_total").increment(1);
         let decision = f(current.as_ref()).map_err(|source| UpdateError::Aborted {
             key: key.to_string(),
             source,
@@ -283,7 +291,16 @@ where
                     Err(Error::Ambiguous { .. }) => {
                         // The write may have landed: look before trying again.
                         let now = read(store, key, policy).await?;
-                        match judge(&base, &wid, now.as_ref()) {
+                        let landed = judge(&base, &wid, now.as_ref());
+                        tracing::debug!(key, write_id = %wid, ?landed, "resolved a lost response");
+                        if landed != Landed::Unknown {
+                            metrics::counter!("ifmatch_update_ambiguous_resolved_total")
+                                .increment(1);
+                        } else {
+                            metrics::counter!("ifmatch_update_failures_total", "reason" => "ambiguous")
+                                .increment(1);
+                        }
+                        match landed {
                             Landed::Yes => {
                                 ambiguous_resolved += 1;
                                 let v = now.map(|o| o.meta.version);
@@ -366,7 +383,15 @@ where
             }
             Err(e @ (Error::Conflict { .. } | Error::NotFound { .. })) => {
                 conflicts += 1;
+                metrics::counter!("ifmatch_update_conflicts_total").increment(1);
+                tracing::debug!(
+                    key,
+                    attempt = attempts.made(),
+                    "update lost a race; re-reading"
+                );
                 if !attempts.backoff().await {
+                    metrics::counter!("ifmatch_update_failures_total", "reason" => "conflict")
+                        .increment(1);
                     return Err(UpdateError::Conflict {
                         key: key.to_string(),
                         attempts: attempts.made(),
@@ -433,7 +458,9 @@ where
     let updated = update(store, key, policy, |cur| {
         let parsed: Option<T> = match cur {
             Some(o) => Some(serde_json::from_slice(&o.body).map_err(|e| {
-                BoxError::from(format!("stored value of '{key}' is not the expected JSON: {e}"))
+                BoxError::from(format!(
+                    "stored value of '{key}' is not the expected JSON: {e}"
+                ))
             })?),
             None => None,
         };
@@ -450,4 +477,208 @@ where
         value: last,
         updated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::fault::{FaultConfig, FaultStore};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{DynStore, Fetch, ListPage, ListResult, ObjectMeta};
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::default()
+            .with_clock(Arc::new(ManualClock::new(std::time::UNIX_EPOCH)))
+            .with_rng(SharedRng::seeded(5))
+            .with_max_attempts(5)
+    }
+
+    async fn counter(store: &dyn Store) -> u64 {
+        serde_json::from_slice(&store.get("n").await.unwrap().body).unwrap()
+    }
+
+    async fn incr(store: &dyn Store) -> Result<UpdatedJson<u64>, UpdateError> {
+        update_json(store, "n", &policy(), |n: Option<u64>| {
+            Ok(Some(n.unwrap_or(0) + 1))
+        })
+        .await
+    }
+
+    fn always_lose(inner: DynStore) -> FaultStore {
+        FaultStore::new(
+            inner,
+            FaultConfig {
+                lost_response_rate: 1.0,
+                ..FaultConfig::default()
+            },
+            SharedRng::seeded(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lost_response_is_resolved_without_applying_twice() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        let store = always_lose(inner.clone());
+        // The create's response is lost: the loop finds its write id and stops.
+        let r = incr(&store).await.unwrap();
+        assert_eq!(r.value, Some(1));
+        assert_eq!(r.updated.ambiguous_resolved, 1);
+        assert_eq!(r.updated.attempts, 1);
+        // The update's response is lost too.
+        let r = incr(&store).await.unwrap();
+        assert_eq!(r.value, Some(2));
+        assert_eq!(counter(&*inner).await, 2);
+    }
+
+    #[tokio::test]
+    async fn write_ids_chain_through_metadata() {
+        let store = MemoryStore::new();
+        for _ in 0..(HISTORY + 5) {
+            incr(&store).await.unwrap();
+        }
+        let o = store.get("n").await.unwrap();
+        let hist = o.meta.metadata.get(META_HISTORY).unwrap();
+        assert_eq!(hist.split(',').count(), HISTORY - 1);
+        assert_eq!(
+            o.meta.metadata.get(META_SEQ).unwrap(),
+            &(HISTORY + 5).to_string()
+        );
+        assert_eq!(o.meta.metadata.get(META_WRITE_ID).unwrap().len(), 16);
+    }
+
+    /// Lets a put land, then lets a writer outside the loop overwrite it, then loses the response.
+    #[derive(Debug)]
+    struct OverwrittenBehindOurBack(MemoryStore);
+
+    #[async_trait]
+    impl Store for OverwrittenBehindOurBack {
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        async fn get(&self, key: &str) -> crate::Result<Object> {
+            self.0.get(key).await
+        }
+        async fn get_if_changed(&self, key: &str, v: &Version) -> crate::Result<Fetch> {
+            self.0.get_if_changed(key, v).await
+        }
+        async fn head(&self, key: &str) -> crate::Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> crate::Result<Version> {
+            self.0.put(key, body, opts).await?;
+            self.0.put(key, "99".into(), PutOptions::any()).await?;
+            Err(Error::Ambiguous {
+                key: key.into(),
+                message: "lost".into(),
+            })
+        }
+        async fn delete(&self, key: &str, c: Condition) -> crate::Result<()> {
+            self.0.delete(key, c).await
+        }
+        async fn list(&self, p: &str, page: ListPage) -> crate::Result<ListResult> {
+            self.0.list(p, page).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_undecidable_lost_response_is_reported_not_guessed() {
+        let store = OverwrittenBehindOurBack(MemoryStore::new());
+        let err = incr(&store).await.unwrap_err();
+        assert!(matches!(err, UpdateError::Ambiguous { .. }), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Ambiguous);
+    }
+
+    #[tokio::test]
+    async fn conflicts_until_the_budget_is_spent() {
+        let store = MemoryStore::new();
+        store.put("n", "0".into(), PutOptions::any()).await.unwrap();
+        let calls = AtomicU32::new(0);
+        // Every time the closure runs, another writer gets in first.
+        let err = update(&store, "n", &policy(), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let other = store.put("n", "x".into(), PutOptions::any());
+            futures::executor::block_on(other).unwrap();
+            Ok(Decision::write("mine"))
+        })
+        .await
+        .unwrap_err();
+        match err {
+            UpdateError::Conflict {
+                attempts,
+                conflicts,
+                ..
+            } => {
+                assert_eq!(attempts, 5);
+                assert_eq!(conflicts, 5);
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(err_message_names_attempts().contains("5 attempts"));
+    }
+
+    fn err_message_names_attempts() -> String {
+        UpdateError::Conflict {
+            key: "n".into(),
+            attempts: 5,
+            conflicts: 5,
+            last: Error::conflict("n", Condition::Any, None),
+        }
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn keep_writes_nothing_and_abort_rolls_nothing() {
+        let store = MemoryStore::new();
+        let v = store.put("n", "7".into(), PutOptions::any()).await.unwrap();
+        let r = update(&store, "n", &policy(), |_| Ok(Decision::Keep))
+            .await
+            .unwrap();
+        assert!(!r.changed);
+        assert_eq!(r.version, Some(v.clone()));
+        let err = update(&store, "n", &policy(), |_| Err("no thanks".into()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no thanks"), "{err}");
+        assert_eq!(store.head("n").await.unwrap().version, v);
+    }
+
+    #[tokio::test]
+    async fn delete_through_the_loop_even_with_a_lost_response() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        inner.put("n", "1".into(), PutOptions::any()).await.unwrap();
+        let store = always_lose(inner.clone());
+        let r = update(&store, "n", &policy(), |_| Ok(Decision::Delete))
+            .await
+            .unwrap();
+        assert!(r.changed);
+        assert_eq!(r.version, None);
+        assert!(inner.get("n").await.is_err());
+        // Deleting an absent key changes nothing.
+        let r = update(inner.as_ref(), "n", &policy(), |_| Ok(Decision::Delete))
+            .await
+            .unwrap();
+        assert!(!r.changed);
+    }
+
+    #[tokio::test]
+    async fn unavailable_store_gives_up_within_the_budget() {
+        let store = FaultStore::new(
+            Arc::new(MemoryStore::new()),
+            FaultConfig {
+                error_rate: 1.0,
+                ..FaultConfig::default()
+            },
+            SharedRng::seeded(2),
+        );
+        let err = incr(&store).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unavailable);
+        assert!(err.to_string().contains("gave up after"), "{err}");
+    }
 }

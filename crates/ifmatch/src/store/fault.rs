@@ -114,8 +114,8 @@ impl FaultStore {
     }
 
     fn lose_response(&self) -> bool {
-        let lost =
-            self.config.lost_response_rate > 0.0 && self.rng.unit() < self.config.lost_response_rate;
+        let lost = self.config.lost_response_rate > 0.0
+            && self.rng.unit() < self.config.lost_response_rate;
         if lost {
             self.counters.lost_responses.fetch_add(1, Ordering::Relaxed);
         }

@@ -100,21 +100,35 @@ impl FileStore {
         fs::create_dir_all(&root).map_err(|e| io_err("cannot create the directory", e))?;
         let marker = root.join(MARKER);
         if !marker.exists() {
-            let mut entries = fs::read_dir(&root).map_err(|e| io_err("cannot read", e))?;
-            if entries.next().is_some() {
-                return Err(Error::InvalidInput(format!(
-                    "{} is not empty and is not an ifmatch store (no {MARKER} file); use an empty or new directory",
-                    root.display()
-                )));
+            // Only our own names may be there: another process may be creating
+            // the same store right now and have made some of them already.
+            let entries = fs::read_dir(&root).map_err(|e| io_err("cannot read", e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("cannot read", e))?;
+                let name = entry.file_name();
+                if ![MARKER, "data", "tmp", "locks"].iter().any(|n| name == *n) {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is not empty and is not an ifmatch store (no {MARKER} file); use an empty or new directory",
+                        root.display()
+                    )));
+                }
             }
         }
         for sub in ["data", "tmp", "locks"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| io_err("cannot create", e))?;
         }
         if !marker.exists() {
-            fs::write(&marker, "ifmatch file store, format 1\n")
-                .map_err(|e| io_err("cannot write the marker", e))?;
-            fsync_dir(&root).map_err(|e| io_err("cannot sync", e))?;
+            match OpenOptions::new().write(true).create_new(true).open(&marker) {
+                Ok(mut f) => {
+                    f.write_all(b"ifmatch file store, format 1\n")
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| io_err("cannot write the marker", e))?;
+                    fsync_dir(&root).map_err(|e| io_err("cannot sync", e))?;
+                }
+                // Another process created the store at the same moment.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("cannot write the marker", e)),
+            }
         }
         let store = FileStore { root };
         store.remove_stale_tmp();
@@ -194,8 +208,7 @@ impl FileStore {
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
             Err(e) => return Err(self.io("cannot open a value", e)),
         };
-        let header = read_header_from(&mut file)
-            .map_err(|e| self.corrupt(key, &path, e))?;
+        let header = read_header_from(&mut file).map_err(|e| self.corrupt(key, &path, e))?;
         if header.key != key {
             return Err(self.corrupt(
                 key,
@@ -264,7 +277,10 @@ impl FileStore {
         if let Some(parent) = target.parent() {
             self.ensure_dirs(parent)?;
         }
-        let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string());
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
         let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             let header_bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
@@ -288,9 +304,7 @@ impl FileStore {
 
     fn delete_blocking(&self, key: &str, condition: Condition) -> Result<()> {
         let _lock = self.lock(key)?;
-        let current = self
-            .read_header(key)?
-            .map(|(h, _)| Version::new(h.version));
+        let current = self.read_header(key)?.map(|(h, _)| Version::new(h.version));
         check_condition(key, &condition, current.as_ref())?;
         if current.is_none() {
             return Ok(());
@@ -554,7 +568,8 @@ impl Store for FileStore {
         validate_key(key)?;
         validate_metadata(&opts.metadata)?;
         let key = key.to_string();
-        self.blocking(move |s| s.put_blocking(&key, &body, opts)).await
+        self.blocking(move |s| s.put_blocking(&key, &body, opts))
+            .await
     }
 
     async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
@@ -567,7 +582,8 @@ impl Store for FileStore {
     async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
         validate_prefix(prefix)?;
         let prefix = prefix.to_string();
-        self.blocking(move |s| s.list_blocking(&prefix, &page)).await
+        self.blocking(move |s| s.list_blocking(&prefix, &page))
+            .await
     }
 }
 

@@ -72,11 +72,7 @@ impl Store for MemoryStore {
         validate_key(key)?;
         validate_metadata(&opts.metadata)?;
         let mut map = self.lock();
-        check_condition(
-            key,
-            &opts.condition,
-            map.get(key).map(|o| &o.meta.version),
-        )?;
+        check_condition(key, &opts.condition, map.get(key).map(|o| &o.meta.version))?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let version = Version::new(format!("m{n}"));
         map.insert(

@@ -290,7 +290,7 @@ pub async fn open(url: &str) -> Result<DynStore> {
             Ok(Arc::new(memory::MemoryStore::new()))
         }
         "s3" => s3::S3Store::open(url).await,
-        "dynamodb" => dynamodb::DynamoStore::open(url).await,
+        "dynamodb" => Ok(Arc::new(dynamodb::DynamoStore::open(url).await?)),
         other => Err(Error::InvalidInput(format!(
             "unknown store scheme {other:?} in {url:?}: use file://DIR, memory://, s3://BUCKET[/PREFIX] or dynamodb://TABLE"
         ))),
@@ -342,7 +342,9 @@ pub(crate) fn check_condition(
 /// Local backends page by key order: the token is the last key returned.
 pub(crate) fn page_sorted(mut all: Vec<ListEntry>, page: &ListPage) -> Result<ListResult> {
     if page.limit == 0 {
-        return Err(Error::InvalidInput("list page limit must be at least 1".into()));
+        return Err(Error::InvalidInput(
+            "list page limit must be at least 1".into(),
+        ));
     }
     all.sort_by(|a, b| a.key.cmp(&b.key));
     let start = match &page.token {

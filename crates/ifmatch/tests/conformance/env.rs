@@ -6,8 +6,13 @@ pub fn endpoint(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            if std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false) {
-                panic!("{var} is not set but CI=true: {what} tests must run in CI (start scripts/test-servers)");
+            if std::env::var("CI")
+                .map(|v| v == "true" || v == "1")
+                .unwrap_or(false)
+            {
+                panic!(
+                    "{var} is not set but CI=true: {what} tests must run in CI (start scripts/test-servers)"
+                );
             }
             eprintln!(
                 "SKIPPED: {what} tests need {var}; run `eval \"$(scripts/test-servers start)\"` first"

@@ -43,7 +43,10 @@ async fn race_with_ten_percent_lost_responses() {
     let store: DynStore = Arc::new(faulty.clone());
     run_race(store, 8, 50).await;
     let lost = faulty.counters().lost_responses.load(Ordering::Relaxed);
-    assert!(lost > 10, "the schedule should have lost responses, lost {lost}");
+    assert!(
+        lost > 10,
+        "the schedule should have lost responses, lost {lost}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -90,7 +93,11 @@ async fn same_seed_same_faults() {
         );
         let mut out = Vec::new();
         for i in 0..64 {
-            out.push(s.put(&format!("k{i}"), "v".into(), PutOptions::any()).await.is_ok());
+            out.push(
+                s.put(&format!("k{i}"), "v".into(), PutOptions::any())
+                    .await
+                    .is_ok(),
+            );
         }
         out
     }

@@ -49,7 +49,10 @@ async fn opened_by_url_and_reopened() {
     let dir = TempDir::new("url");
     let url = format!("file://{}", dir.0.display());
     let s = ifmatch::store::open(&url).await.unwrap();
-    let v = s.put("a/b", "kept".into(), PutOptions::if_absent()).await.unwrap();
+    let v = s
+        .put("a/b", "kept".into(), PutOptions::if_absent())
+        .await
+        .unwrap();
     drop(s);
     // A second handle (as another process would) sees the same value and version.
     let s = ifmatch::store::open(&url).await.unwrap();
@@ -103,7 +106,9 @@ async fn long_segments_are_shortened_and_still_listed() {
 async fn a_corrupt_value_file_is_an_error_not_garbage() {
     let dir = TempDir::new("corrupt");
     let s = FileStore::open(&dir.0).unwrap();
-    s.put("k", "0123456789".into(), PutOptions::any()).await.unwrap();
+    s.put("k", "0123456789".into(), PutOptions::any())
+        .await
+        .unwrap();
     // Truncate the value file behind the store's back.
     let path = dir.0.join("data").join("k.v");
     let bytes = std::fs::read(&path).unwrap();
@@ -129,7 +134,12 @@ async fn race_between_processes() {
     let children: Vec<_> = (0..PROCESS_WORKERS)
         .map(|i| {
             Command::new(&exe)
-                .args(["--exact", "file::child_process_worker", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "file::child_process_worker",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_DIR, &dir.0)
                 .env(CHILD_ID, i.to_string())
                 .stdout(std::process::Stdio::null())
@@ -153,7 +163,10 @@ async fn race_between_processes() {
         acks.extend(mine);
     }
     acks.sort_unstable();
-    assert_eq!(acks, (1..=PROCESS_WORKERS as u64 * PROCESS_INCREMENTS).collect::<Vec<_>>());
+    assert_eq!(
+        acks,
+        (1..=PROCESS_WORKERS as u64 * PROCESS_INCREMENTS).collect::<Vec<_>>()
+    );
 }
 
 /// The body of one worker process of [`race_between_processes`]; run on its
@@ -168,9 +181,11 @@ async fn child_process_worker() {
     let policy = race_policy(77 + id);
     let mut acks = Vec::new();
     for _ in 0..PROCESS_INCREMENTS {
-        let r = update_json(&s, "counter", &policy, |n: Option<u64>| Ok(Some(n.unwrap_or(0) + 1)))
-            .await
-            .unwrap();
+        let r = update_json(&s, "counter", &policy, |n: Option<u64>| {
+            Ok(Some(n.unwrap_or(0) + 1))
+        })
+        .await
+        .unwrap();
         acks.push(r.value.unwrap());
     }
     s.put(

@@ -61,15 +61,25 @@ async fn conditions(store: &DynStore, p: &str) {
     assert_eq!(kind(store.get(&k).await), ErrorKind::NotFound);
     assert_eq!(kind(store.head(&k).await), ErrorKind::NotFound);
     let stale = Version::new("no-such-version");
-    match store.put(&k, "x".into(), PutOptions::if_matches(stale.clone())).await {
+    match store
+        .put(&k, "x".into(), PutOptions::if_matches(stale.clone()))
+        .await
+    {
         Err(Error::Conflict { key, expected, .. }) => {
             assert_eq!(key, k);
             assert_eq!(expected, Condition::Matches(stale.clone()));
         }
         other => panic!("If-Match on an absent key must conflict, got {other:?}"),
     }
-    assert_eq!(kind(store.get(&k).await), ErrorKind::NotFound, "a failed put left a value");
-    let v1 = store.put(&k, "one".into(), PutOptions::if_absent()).await.unwrap();
+    assert_eq!(
+        kind(store.get(&k).await),
+        ErrorKind::NotFound,
+        "a failed put left a value"
+    );
+    let v1 = store
+        .put(&k, "one".into(), PutOptions::if_absent())
+        .await
+        .unwrap();
 
     // Present at v1.
     match store.put(&k, "dup".into(), PutOptions::if_absent()).await {
@@ -87,8 +97,13 @@ async fn conditions(store: &DynStore, p: &str) {
     assert_ne!(v1, v2);
 
     // Present at v2, conditioned on v1: stale.
-    match store.put(&k, "lost".into(), PutOptions::if_matches(v1.clone())).await {
-        Err(Error::Conflict { expected, actual, .. }) => {
+    match store
+        .put(&k, "lost".into(), PutOptions::if_matches(v1.clone()))
+        .await
+    {
+        Err(Error::Conflict {
+            expected, actual, ..
+        }) => {
             assert_eq!(expected, Condition::Matches(v1.clone()));
             if let Some(a) = actual {
                 assert_eq!(a, v2, "a reported actual version must be the current one");
@@ -101,10 +116,16 @@ async fn conditions(store: &DynStore, p: &str) {
     assert_eq!(got.meta.version, v2);
 
     // Unconditional puts land in any state.
-    let v3 = store.put(&k, "three".into(), PutOptions::any()).await.unwrap();
+    let v3 = store
+        .put(&k, "three".into(), PutOptions::any())
+        .await
+        .unwrap();
     assert_ne!(v3, v2);
     let k2 = format!("{p}cond-any");
-    store.put(&k2, "fresh".into(), PutOptions::any()).await.unwrap();
+    store
+        .put(&k2, "fresh".into(), PutOptions::any())
+        .await
+        .unwrap();
     assert_eq!(store.get(&k2).await.unwrap().body, Bytes::from("fresh"));
 }
 
@@ -115,19 +136,33 @@ async fn deletes(store: &DynStore, p: &str) {
     store.delete(&k, Condition::Any).await.unwrap();
     store.delete(&k, Condition::Absent).await.unwrap();
     assert_eq!(
-        kind(store.delete(&k, Condition::Matches(Version::new("nope"))).await),
+        kind(
+            store
+                .delete(&k, Condition::Matches(Version::new("nope")))
+                .await
+        ),
         ErrorKind::Conflict
     );
     // Present.
     let v1 = store.put(&k, "a".into(), PutOptions::any()).await.unwrap();
     let v2 = store.put(&k, "b".into(), PutOptions::any()).await.unwrap();
-    assert_eq!(kind(store.delete(&k, Condition::Absent).await), ErrorKind::Conflict);
+    assert_eq!(
+        kind(store.delete(&k, Condition::Absent).await),
+        ErrorKind::Conflict
+    );
     assert_eq!(
         kind(store.delete(&k, Condition::Matches(v1)).await),
         ErrorKind::Conflict
     );
-    assert_eq!(store.get(&k).await.unwrap().body, Bytes::from("b"), "a failed delete deleted");
-    store.delete(&k, Condition::Matches(v2.clone())).await.unwrap();
+    assert_eq!(
+        store.get(&k).await.unwrap().body,
+        Bytes::from("b"),
+        "a failed delete deleted"
+    );
+    store
+        .delete(&k, Condition::Matches(v2.clone()))
+        .await
+        .unwrap();
     assert_eq!(kind(store.get(&k).await), ErrorKind::NotFound);
     assert_eq!(
         kind(store.delete(&k, Condition::Matches(v2)).await),
@@ -145,12 +180,20 @@ async fn versions_never_repeat(store: &DynStore, p: &str) {
     let mut seen = std::collections::HashSet::new();
     for round in 0..3 {
         let v = store
-            .put(&k, format!("round {round} a").into(), PutOptions::if_absent())
+            .put(
+                &k,
+                format!("round {round} a").into(),
+                PutOptions::if_absent(),
+            )
             .await
             .unwrap();
         assert!(seen.insert(v.clone()), "version {v} repeated");
         let v2 = store
-            .put(&k, format!("round {round} b").into(), PutOptions::if_matches(v.clone()))
+            .put(
+                &k,
+                format!("round {round} b").into(),
+                PutOptions::if_matches(v.clone()),
+            )
             .await
             .unwrap();
         assert!(seen.insert(v2.clone()), "version {v2} repeated");
@@ -194,7 +237,10 @@ async fn values_and_metadata(store: &DynStore, p: &str) {
     assert_eq!(head.expires_at, Some(4_102_444_800));
 
     // Metadata is replaced, not merged, by the next write.
-    store.put(&k, Bytes::new(), PutOptions::any()).await.unwrap();
+    store
+        .put(&k, Bytes::new(), PutOptions::any())
+        .await
+        .unwrap();
     let got = store.get(&k).await.unwrap();
     assert!(got.body.is_empty(), "empty values round-trip");
     assert_eq!(got.meta.size, 0);
@@ -205,14 +251,26 @@ async fn values_and_metadata(store: &DynStore, p: &str) {
     let mut bad = Metadata::new();
     bad.insert("Bad Name".into(), "x".into());
     let r = store
-        .put(&format!("{p}badmeta"), "x".into(), PutOptions::any().with_metadata(bad))
+        .put(
+            &format!("{p}badmeta"),
+            "x".into(),
+            PutOptions::any().with_metadata(bad),
+        )
         .await;
     assert_eq!(kind(r), ErrorKind::Invalid);
 
     // Keys with spaces, unicode and URL-special characters round-trip.
-    for (i, odd) in ["a b", "ünï/cødé", "x+y=z", "p%41q", "h#a?sh&", "semi;colon", "tilde~"]
-        .iter()
-        .enumerate()
+    for (i, odd) in [
+        "a b",
+        "ünï/cødé",
+        "x+y=z",
+        "p%41q",
+        "h#a?sh&",
+        "semi;colon",
+        "tilde~",
+    ]
+    .iter()
+    .enumerate()
     {
         let key = format!("{p}odd/{odd}");
         store
@@ -240,9 +298,18 @@ async fn conditional_get(store: &DynStore, p: &str) {
         kind(store.get_if_changed(&k, &Version::new("x")).await),
         ErrorKind::NotFound
     );
-    let v1 = store.put(&k, "one".into(), PutOptions::any()).await.unwrap();
-    assert_eq!(store.get_if_changed(&k, &v1).await.unwrap(), Fetch::Unchanged);
-    let v2 = store.put(&k, "two".into(), PutOptions::any()).await.unwrap();
+    let v1 = store
+        .put(&k, "one".into(), PutOptions::any())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_if_changed(&k, &v1).await.unwrap(),
+        Fetch::Unchanged
+    );
+    let v2 = store
+        .put(&k, "two".into(), PutOptions::any())
+        .await
+        .unwrap();
     match store.get_if_changed(&k, &v1).await.unwrap() {
         Fetch::Changed(o) => {
             assert_eq!(o.body, Bytes::from("two"));
@@ -255,15 +322,36 @@ async fn conditional_get(store: &DynStore, p: &str) {
 /// Bad keys are refused with InvalidKey by every operation, before touching storage.
 async fn bad_keys(store: &DynStore) {
     let long = "k".repeat(1025);
-    for k in ["", "/abs", "a/../../etc/passwd", "..", "a//b", "trail/", "nul\0", "tab\tkey", &long] {
+    for k in [
+        "",
+        "/abs",
+        "a/../../etc/passwd",
+        "..",
+        "a//b",
+        "trail/",
+        "nul\0",
+        "tab\tkey",
+        &long,
+    ] {
         let is_invalid_key = |r: Result<(), Error>| matches!(r, Err(Error::InvalidKey { .. }));
         assert!(is_invalid_key(store.get(k).await.map(|_| ())), "get {k:?}");
-        assert!(is_invalid_key(store.head(k).await.map(|_| ())), "head {k:?}");
         assert!(
-            is_invalid_key(store.put(k, "x".into(), PutOptions::any()).await.map(|_| ())),
+            is_invalid_key(store.head(k).await.map(|_| ())),
+            "head {k:?}"
+        );
+        assert!(
+            is_invalid_key(
+                store
+                    .put(k, "x".into(), PutOptions::any())
+                    .await
+                    .map(|_| ())
+            ),
             "put {k:?}"
         );
-        assert!(is_invalid_key(store.delete(k, Condition::Any).await), "delete {k:?}");
+        assert!(
+            is_invalid_key(store.delete(k, Condition::Any).await),
+            "delete {k:?}"
+        );
         assert!(
             is_invalid_key(
                 store
@@ -286,7 +374,10 @@ async fn listing(store: &DynStore, p: &str, caps: Caps) {
     let mut expected = BTreeSet::new();
     for i in 0..23 {
         let k = format!("{base}item-{i:02}");
-        store.put(&k, format!("{i}").into(), PutOptions::any()).await.unwrap();
+        store
+            .put(&k, format!("{i}").into(), PutOptions::any())
+            .await
+            .unwrap();
         expected.insert(k);
     }
     for sub in ["sub/a", "sub/b", "sub/deeper/c"] {
@@ -309,7 +400,13 @@ async fn listing(store: &DynStore, p: &str, caps: Caps) {
     let mut pages = 0;
     loop {
         let page = store
-            .list(&base, ListPage { token: token.take(), limit: 7 })
+            .list(
+                &base,
+                ListPage {
+                    token: token.take(),
+                    limit: 7,
+                },
+            )
             .await
             .unwrap();
         assert!(page.entries.len() <= 7, "a page exceeded its limit");
@@ -326,7 +423,10 @@ async fn listing(store: &DynStore, p: &str, caps: Caps) {
         }
         assert!(pages < 50, "listing does not end");
     }
-    assert!(pages >= 4, "26 keys in pages of 7 need at least 4 pages, got {pages}");
+    assert!(
+        pages >= 4,
+        "26 keys in pages of 7 need at least 4 pages, got {pages}"
+    );
     let set: BTreeSet<String> = got.iter().cloned().collect();
     assert_eq!(set.len(), got.len(), "a key was listed twice");
     assert_eq!(set, expected);
@@ -344,10 +444,31 @@ async fn listing(store: &DynStore, p: &str, caps: Caps) {
         .collect();
     assert_eq!(partial.len(), 10, "{partial:?}");
     // A nested prefix and an empty one.
-    assert_eq!(list_all(&**store, &format!("{base}sub/")).await.unwrap().len(), 3);
-    assert!(list_all(&**store, &format!("{p}nothing-here/")).await.unwrap().is_empty());
     assert_eq!(
-        kind(store.list(&base, ListPage { token: None, limit: 0 }).await),
+        list_all(&**store, &format!("{base}sub/"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        list_all(&**store, &format!("{p}nothing-here/"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        kind(
+            store
+                .list(
+                    &base,
+                    ListPage {
+                        token: None,
+                        limit: 0
+                    }
+                )
+                .await
+        ),
         ErrorKind::Invalid
     );
 }
@@ -356,9 +477,14 @@ async fn listing(store: &DynStore, p: &str, caps: Caps) {
 async fn large_value(store: &DynStore, p: &str) {
     let k = format!("{p}large");
     let size = 64 * 1024 * 1024;
-    let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..size)
+        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let body = Bytes::from(body);
-    let v = store.put(&k, body.clone(), PutOptions::if_absent()).await.unwrap();
+    let v = store
+        .put(&k, body.clone(), PutOptions::if_absent())
+        .await
+        .unwrap();
     let got = store.get(&k).await.unwrap();
     assert_eq!(got.meta.version, v);
     assert_eq!(got.body.len(), size);
@@ -410,5 +536,8 @@ pub async fn race(store: DynStore, workers: usize, per_worker: usize) {
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_unstable();
     let expected: Vec<u64> = (1..=total as u64).collect();
-    assert_eq!(acks, expected, "acknowledged values are not exactly 1..={total}");
+    assert_eq!(
+        acks, expected,
+        "acknowledged values are not exactly 1..={total}"
+    );
 }

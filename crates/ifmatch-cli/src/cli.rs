@@ -1,0 +1,286 @@
+//! The command line: clap definitions of the global options and the subcommands.
+//!
+//! Parsing only; what each command does lives in [`crate::commands`] and
+//! [`crate::doctor`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The exit-code table, shown at the end of `ifmatch --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  error: store unavailable, outcome unknown, I/O error, a doctor check failed
+  2  usage: bad arguments, an invalid key, metadata or store URL
+  3  precondition failed: an --if-match or --if-absent condition did not hold
+  4  not found: the key does not exist";
+
+const LONG_ABOUT: &str = "\
+Compare-and-swap on versioned keys, from the shell.
+
+A key holds bytes, a little metadata and an opaque version. Every write may
+name a condition: --if-absent (create only) or --if-match V (only if the key
+is still at version V). A write whose condition does not hold is rejected with
+exit code 3 and nothing is overwritten, so concurrent scripts can re-read and
+retry instead of losing each other's updates.
+
+Example, a safe increment of an existing counter that any number of
+processes can run at once (exit code 3 means someone else won: try again):
+
+  until v=$(ifmatch head counter | head -n1) &&
+        n=$(ifmatch get counter) &&
+        printf %s $((n + 1)) | ifmatch put counter --if-match \"$v\" >/dev/null
+  do [ $? -eq 3 ] || exit 1; done";
+
+/// `ifmatch`: compare-and-swap on versioned keys over any store URL.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ifmatch",
+    version,
+    about = "Compare-and-swap on versioned keys, from the shell",
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES_HELP,
+    after_long_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The store: file://DIR, memory:// (this process only), s3://BUCKET[/PREFIX]
+    /// or dynamodb://TABLE. AWS settings come from the standard AWS environment.
+    #[arg(
+        long,
+        global = true,
+        env = "IFMATCH_STORE",
+        default_value = "file://./ifmatch-data",
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub store: String,
+
+    /// Log format on standard error (the level comes from RUST_LOG, default warn).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Human,
+        value_name = "FORMAT",
+        help_heading = "Global options"
+    )]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines on standard error look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a key's value on standard output (exactly its bytes).
+    #[command(long_about = "\
+Print a key's value on standard output: exactly its bytes, binary-safe, with
+no newline added. Exits 4 if the key does not exist.
+
+Example:
+  ifmatch get config/app.json > app.json")]
+    Get(GetArgs),
+
+    /// Write a key's value from a file or standard input; print the new version.
+    #[command(long_about = "\
+Write a key's value, read from FILE or from standard input (no FILE, or '-'),
+and print the new version on standard output.
+
+With --if-absent the write lands only if the key does not exist yet; with
+--if-match V only if the key is still at version V. When the condition does
+not hold nothing is written and the exit code is 3: re-read and try again.
+Metadata given with --meta replaces the key's old metadata.
+
+Examples:
+  ifmatch put jobs/42 --if-absent < job.json
+  v=$(ifmatch head counter | head -n1)
+  echo -n 7 | ifmatch put counter --if-match \"$v\" --meta writer=cron")]
+    Put(PutArgs),
+
+    /// Print a key's version, size and metadata.
+    #[command(long_about = "\
+Print what is known about a key without its value: the version on the first
+line, then 'size: N' (bytes), then one 'name: value' line per metadata entry.
+Exits 4 if the key does not exist.
+
+Example:
+  $ ifmatch head counter
+  g7
+  size: 2
+  writer: cron")]
+    Head(HeadArgs),
+
+    /// Delete a key (only at version V with --if-match).
+    #[command(long_about = "\
+Delete a key. Without a condition, deleting a key that does not exist succeeds
+(deleting is idempotent). With --if-match V the key is deleted only if it is
+at version V; otherwise (also when it is absent) nothing happens and the exit
+code is 3.
+
+Example:
+  ifmatch rm locks/nightly --if-match \"$v\"")]
+    Rm(RmArgs),
+
+    /// List keys that start with a prefix, one per line.
+    #[command(long_about = "\
+List the keys that start with PREFIX (all keys without one), one per line.
+With --long each line is KEY, VERSION and SIZE separated by tabs. Follows
+the store's continuation tokens to the end, or stops after --limit keys.
+
+Example:
+  ifmatch ls jobs/ --long")]
+    Ls(LsArgs),
+
+    /// Check that the store really enforces conditional writes.
+    #[command(long_about = "\
+Check that the store given with --store really gives ifmatch's guarantees,
+under a fresh random prefix (ifmatch-doctor/<random>/) that is removed
+afterwards: create-if-absent is exclusive (also among 8 concurrent creates),
+a stale If-Match is rejected, If-Match on a missing key is rejected, a
+conditional GET answers 'unchanged' for the current version, a conditional
+delete honours its version, 8 workers x 25 concurrent increments end at
+exactly 200, and metadata round-trips.
+
+Some S3-compatible services silently ignore If-Match; this command catches
+that. Prints a pass/fail table (or JSON with --json) and exits 0 only if
+every check passes, 1 otherwise.
+
+Example:
+  ifmatch doctor --store s3://my-bucket/app")]
+    Doctor(DoctorArgs),
+}
+
+/// Arguments of `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key to read.
+    pub key: String,
+}
+
+/// Arguments of `put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key to write.
+    pub key: String,
+
+    /// Read the value from FILE ('-' or none: standard input).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Write only if the key is at version V (If-Match); exit 3 otherwise.
+    #[arg(long, value_name = "V", conflicts_with = "if_absent", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub if_match: Option<String>,
+
+    /// Write only if the key does not exist (If-None-Match: *); exit 3 otherwise.
+    #[arg(long)]
+    pub if_absent: bool,
+
+    /// Store metadata NAME=VALUE with the value (repeatable). Names are a-z, 0-9,
+    /// '-' and '_'; values printable ASCII; names starting with 'ifmatch-' are reserved.
+    #[arg(long = "meta", value_name = "NAME=VALUE", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+}
+
+/// Arguments of `head`.
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    /// The key to describe.
+    pub key: String,
+}
+
+/// Arguments of `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The key to delete.
+    pub key: String,
+
+    /// Delete only if the key is at version V; exit 3 otherwise (also when it is absent).
+    #[arg(long, value_name = "V", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub if_match: Option<String>,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// List only keys that start with this prefix.
+    #[arg(default_value = "")]
+    pub prefix: String,
+
+    /// Print KEY<TAB>VERSION<TAB>SIZE instead of the key alone.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+
+    /// Stop after N keys.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Keys asked of the store per page (hidden: for tests of continuation tokens).
+    #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub page_size: u64,
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses one `--meta NAME=VALUE`.
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty metadata name in {s:?}"));
+    }
+    if name.starts_with(ifmatch::key::RESERVED_METADATA_PREFIX) {
+        return Err(format!(
+            "metadata names starting with '{}' are reserved for ifmatch itself",
+            ifmatch::key::RESERVED_METADATA_PREFIX
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn meta_parsing() {
+        assert_eq!(parse_meta("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_meta("a=").unwrap(), ("a".into(), "".into()));
+        assert!(parse_meta("novalue").is_err());
+        assert!(parse_meta("=x").is_err());
+        assert!(parse_meta("ifmatch-wid=x").is_err());
+    }
+
+    #[test]
+    fn if_match_and_if_absent_exclude_each_other() {
+        let r = Cli::try_parse_from(["ifmatch", "put", "k", "--if-match", "v", "--if-absent"]);
+        assert!(r.is_err());
+        let r = Cli::try_parse_from(["ifmatch", "rm", "k", "--if-absent"]);
+        assert!(r.is_err());
+    }
+}

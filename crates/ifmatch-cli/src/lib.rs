@@ -1,0 +1,129 @@
+//! The `ifmatch` command-line tool, as a library so its parts can be tested.
+//!
+//! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
+//! `head`, `rm`, `ls` and `doctor`, over any store URL (`--store`, or the
+//! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
+//!
+//! Exit codes (see [`exit`]):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | error: store unavailable, outcome unknown, I/O error, a doctor check failed |
+//! | 2 | usage: bad arguments, an invalid key, metadata or store URL |
+//! | 3 | precondition failed: an `--if-match` or `--if-absent` condition did not hold |
+//! | 4 | not found: the key does not exist |
+//!
+//! Errors print as one line on standard error (`ifmatch: conflict on key 'k': ...`),
+//! never as a panic or a backtrace.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod doctor;
+pub mod exit;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::exit::Failure;
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    // One line instead of a panic message and a backtrace, should a bug panic.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("ifmatch: internal error{at}: {}", exit::one_line(&what));
+    }));
+    match std::panic::catch_unwind(run_main) {
+        Ok(code) => code,
+        Err(_) => ExitCode::from(exit::ERROR),
+    }
+}
+
+fn run_main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            let _ = std::io::stdout().flush();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Failure::io("cannot start the async runtime", e).report(),
+    };
+    match runtime.block_on(execute(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}
+
+/// Logs go to standard error; the level comes from `RUST_LOG`, default `warn`.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Opens the store named by `--store` and runs the command.
+pub async fn execute(cli: &Cli) -> Result<(), Failure> {
+    let store = ifmatch::store::open(&cli.store).await?;
+    tracing::debug!(store = %store.describe(), "store opened");
+    match &cli.command {
+        Command::Get(a) => commands::get(&store, a).await,
+        Command::Put(a) => commands::put(&store, a).await,
+        Command::Head(a) => commands::head(&store, a).await,
+        Command::Rm(a) => commands::rm(&store, a).await,
+        Command::Ls(a) => commands::ls(&store, a).await,
+        Command::Doctor(a) => {
+            let report = doctor::run(store).await;
+            let text = if a.json {
+                let mut s = serde_json::to_string_pretty(&report).map_err(|e| {
+                    Failure::Store(ifmatch::Error::msg(format!(
+                        "cannot render the report: {e}"
+                    )))
+                })?;
+                s.push('\n');
+                s
+            } else {
+                report.render_table()
+            };
+            commands::write_stdout(text.as_bytes())?;
+            if report.passed {
+                Ok(())
+            } else {
+                Err(Failure::Reported(exit::ERROR))
+            }
+        }
+    }
+}
