@@ -118,7 +118,11 @@ impl FileStore {
             fs::create_dir_all(root.join(sub)).map_err(|e| io_err("cannot create", e))?;
         }
         if !marker.exists() {
-            match OpenOptions::new().write(true).create_new(true).open(&marker) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
                 Ok(mut f) => {
                     f.write_all(b"ifmatch file store, format 1\n")
                         .and_then(|()| f.sync_all())

@@ -289,7 +289,7 @@ pub async fn open(url: &str) -> Result<DynStore> {
             }
             Ok(Arc::new(memory::MemoryStore::new()))
         }
-        "s3" => s3::S3Store::open(url).await,
+        "s3" => Ok(Arc::new(s3::S3Store::open(url).await?)),
         "dynamodb" => Ok(Arc::new(dynamodb::DynamoStore::open(url).await?)),
         other => Err(Error::InvalidInput(format!(
             "unknown store scheme {other:?} in {url:?}: use file://DIR, memory://, s3://BUCKET[/PREFIX] or dynamodb://TABLE"

@@ -1,11 +1,1213 @@
-//! Placeholder until the backend lands.
+//! `s3://`: keys as objects in an S3 bucket (AWS S3, MinIO, R2, or any store
+//! that speaks S3 with conditional writes), through the `object_store` crate.
+//!
+//! # URL
+//!
+//! `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&allow_http=true]`. Keys live
+//! under `PREFIX/` and the prefix is stripped again when listing. The query
+//! parameters override the standard AWS environment: `AWS_REGION` /
+//! `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, and the
+//! credentials that `object_store`'s `AmazonS3Builder::from_env` finds. With an
+//! endpoint from the URL, requests are path-style (`ENDPOINT/BUCKET/KEY`).
+//! Plain `http://` endpoints are accepted on loopback (`127.0.0.0/8`,
+//! `localhost`, `[::1]`) and elsewhere only with `allow_http=true` (or
+//! `AWS_ALLOW_HTTP=true`).
+//!
+//! # Versions and conditions
+//!
+//! A version is the object's ETag (without its surrounding quotes). Puts use
+//! `If-None-Match: *` for [`Condition::Absent`] and `If-Match: "ETAG"` for
+//! [`Condition::Matches`], so the check and the write are one atomic request
+//! on the server. Reads use `If-None-Match` for [`Store::get_if_changed`].
+//!
+//! S3 ETags of single-part uploads are content hashes (MD5, unless the bucket
+//! encrypts with KMS): writing the same bytes again yields the same version,
+//! and a metadata-only change does not change it. A compare-and-swap on S3
+//! therefore compares *bodies*: anything that must be guarded by the version
+//! belongs in the body, not only in the metadata.
+//!
+//! # Conditional delete
+//!
+//! `object_store` has no conditional delete, but S3 (and moto) accept
+//! `If-Match` on `DeleteObject`. For [`Condition::Matches`] this backend signs
+//! the `DELETE` itself with `object_store`'s public [`AwsAuthorizer`], using an
+//! [`AwsCredential`] from the very credential provider the `AmazonS3` client
+//! uses ([`AmazonS3::credentials`]), and sends it with `reqwest`: 204 is
+//! success, 412 (another version) and 404 (no object) are
+//! [`Error::Conflict`]. This keeps the check and the delete one atomic request
+//! instead of a racy HEAD-then-DELETE. [`Condition::Any`] is a plain
+//! `object_store` delete. [`Condition::Absent`] deletes nothing: it succeeds
+//! only when a HEAD finds no object. A server that silently ignores `If-Match`
+//! on `DELETE` would make the delete unconditional; a server that answers 501
+//! gets [`Error::Unsupported`].
+//!
+//! # Retries
+//!
+//! `object_store` retries failed requests itself. Its retry budget is kept
+//! small here (3 retries, 50 ms to 1 s backoff) so that ifmatch's own retry
+//! layer, with its deadline and full jitter, stays in charge. Conditional puts
+//! go through a second client that does not retry at all; see
+//! [`S3Store::put`](Store::put) for why.
+//!
+//! # Errors
+//!
+//! 404 → [`Error::NotFound`]; 412, 409 and "no object" under `If-Match` →
+//! [`Error::Conflict`] (with a best-effort HEAD filling in the current
+//! version); connection failures, timeouts on reads, 5xx, 429 →
+//! [`Error::Unavailable`]; a write whose request may have reached S3 but whose
+//! answer was lost (timeout, reset connection, 500/502/504) →
+//! [`Error::Ambiguous`]; 401/403 and other client errors → [`Error::Other`].
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use http::header::{HeaderMap, HeaderValue, IF_MATCH};
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, S3ConditionalPut,
+};
+use object_store::client::{HttpError, HttpErrorKind, HttpRequest, HttpRequestBody};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore,
+    ObjectStoreExt, PutMode, PutPayload, RetryConfig, UpdateVersion,
+};
+
+use super::{
+    Condition, Fetch, ListEntry, ListPage, ListResult, Metadata, Object, ObjectMeta, PutOptions,
+    Store, Version,
+};
 use crate::error::{Error, Result};
-/// Placeholder.
+use crate::key::{MAX_KEY_BYTES, validate_key, validate_metadata, validate_prefix};
+
+/// The largest value a single S3 `PutObject` accepts: 5 GiB.
+pub const MAX_VALUE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The metadata name under which `expires_at` is stored (seconds since the epoch).
+const EXPIRES_METADATA: &str = "ifmatch-expires";
+
+/// The most keys S3 returns in one `ListObjectsV2` page.
+const S3_MAX_KEYS: usize = 1000;
+
+/// Requests that need the response to decide must finish within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connecting must succeed within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A store on an S3 bucket (or an S3-compatible service); see the module docs.
 #[derive(Debug)]
-pub struct S3Store;
+pub struct S3Store {
+    /// The URL it was opened with, for [`Store::describe`].
+    url: String,
+    /// The bucket name.
+    bucket: String,
+    /// `PREFIX/`, or empty for the bucket root.
+    prefix: String,
+    /// Reads, listings, unconditional writes and deletes (with a small retry budget).
+    store: AmazonS3,
+    /// Conditional puts: the same settings and credentials, but no retries.
+    cas: AmazonS3,
+    /// Requests `object_store` cannot make (conditional delete, bucket creation).
+    http: reqwest::Client,
+    /// `https://host/BUCKET` (path-style) or `https://BUCKET.host` (virtual-hosted).
+    bucket_endpoint: String,
+    /// The signing region.
+    region: String,
+    /// Whether requests carry `x-amz-request-payer: requester`.
+    request_payer: bool,
+    /// Whether requests go unsigned (`AWS_SKIP_SIGNATURE`, public buckets).
+    skip_signature: bool,
+}
+
+/// The parts of an `s3://` URL.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ParsedUrl {
+    bucket: String,
+    /// Without a trailing `/`; empty for the bucket root.
+    prefix: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: Option<bool>,
+}
+
+/// What an operation was, for classifying its failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// A read (GET, HEAD, LIST): safe to repeat, so any transport failure is retryable.
+    Read,
+    /// A write (PUT, DELETE): a request that may have been sent makes the outcome unknown.
+    Write,
+}
+
 impl S3Store {
-    /// Placeholder.
-    pub async fn open(_url: &str) -> Result<std::sync::Arc<dyn super::Store>> {
-        Err(Error::Unsupported("not yet".into()))
+    /// Opens `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&allow_http=true]`.
+    ///
+    /// Nothing is sent yet: a missing bucket or bad credentials show up on the
+    /// first request. Unknown query parameters, a bad bucket name or prefix,
+    /// and an `http://` endpoint off loopback without `allow_http=true` are
+    /// [`Error::InvalidInput`].
+    pub async fn open(url: &str) -> Result<S3Store> {
+        let parsed = parse_url(url)?;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&parsed.bucket)
+            .with_conditional_put(S3ConditionalPut::ETagMatch);
+        if let Some(region) = &parsed.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &parsed.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint))
+            .map(|e| e.trim_end_matches('/').to_string());
+        let config_bool = |key: AmazonS3ConfigKey| {
+            builder
+                .get_config_value(&key)
+                .is_some_and(|v| parse_bool(&v).unwrap_or(v.eq_ignore_ascii_case("requester")))
+        };
+        let env_allow_http = config_bool(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+        let virtual_hosted = config_bool(AmazonS3ConfigKey::VirtualHostedStyleRequest);
+        let request_payer = config_bool(AmazonS3ConfigKey::RequestPayer);
+        let skip_signature = config_bool(AmazonS3ConfigKey::SkipSignature);
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+
+        let mut allow_http = match parsed.allow_http {
+            Some(v) => v,
+            None => env_allow_http,
+        };
+        if let Some(endpoint) = &endpoint {
+            let parsed_endpoint = url::Url::parse(endpoint).map_err(|e| {
+                Error::InvalidInput(format!("S3 endpoint {endpoint:?} is not a URL: {e}"))
+            })?;
+            allow_http |= is_loopback(&parsed_endpoint);
+            if parsed_endpoint.scheme() == "http" && !allow_http {
+                return Err(Error::InvalidInput(format!(
+                    "S3 endpoint {endpoint} uses plain http off loopback: add allow_http=true to the store URL if that is intended"
+                )));
+            }
+        }
+        builder = builder.with_allow_http(allow_http);
+
+        // Same computation as object_store's builder, which keeps it private.
+        let bucket = &parsed.bucket;
+        let bucket_endpoint = match (&endpoint, virtual_hosted) {
+            (Some(e), true) => e.clone(),
+            (Some(e), false) => format!("{e}/{bucket}"),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+        };
+        let store = builder
+            .clone()
+            .with_retry(retry.clone())
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("cannot configure S3 for {url:?}: {e}")))?;
+        let cas = builder
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..retry
+            })
+            .with_credentials(store.credentials().clone())
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("cannot configure S3 for {url:?}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .https_only(!allow_http)
+            .build()
+            .map_err(|e| Error::other("cannot build an HTTP client for S3", e))?;
+        let prefix = if parsed.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", parsed.prefix)
+        };
+        Ok(S3Store {
+            url: url.to_string(),
+            bucket: parsed.bucket,
+            prefix,
+            store,
+            cas,
+            http,
+            bucket_endpoint,
+            region,
+            request_payer,
+            skip_signature,
+        })
+    }
+
+    /// Creates the bucket (a signed `PUT /BUCKET`); succeeds if it exists and is ours.
+    ///
+    /// Meant for tests against emulators and for first-time setup: ifmatch never
+    /// creates buckets on its own.
+    pub async fn create_bucket(&self) -> Result<()> {
+        let body = if self.region == "us-east-1" {
+            Bytes::new()
+        } else {
+            Bytes::from(format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.region
+            ))
+        };
+        let response = self
+            .send_signed(Method::PUT, &self.bucket_endpoint, HeaderMap::new(), body)
+            .await?
+            .map_err(|e| Error::unavailable(format!("creating bucket {}", self.bucket), e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok(()),
+            409 if text.contains("BucketAlreadyOwnedByYou") => Ok(()),
+            _ => Err(status_error(
+                Op::Read,
+                "",
+                status,
+                &format!("creating bucket {}: HTTP {status}: {text}", self.bucket),
+            )),
+        }
+    }
+
+    /// The object key of `key` (validated) in the bucket.
+    fn object_key(&self, key: &str) -> Result<String> {
+        validate_key(key)?;
+        let full = format!("{}{key}", self.prefix);
+        if full.len() > MAX_KEY_BYTES {
+            return Err(Error::InvalidKey {
+                key: key.chars().take(80).collect(),
+                reason: format!(
+                    "with this store's prefix {:?} the object key would be {} bytes, more than S3's {MAX_KEY_BYTES}",
+                    self.prefix,
+                    full.len()
+                ),
+            });
+        }
+        Ok(full)
+    }
+
+    /// The `object_store` path of `key` (validated). `Path::parse` keeps the
+    /// key byte for byte (no percent-encoding), so S3 sees exactly our key.
+    fn path(&self, key: &str) -> Result<Path> {
+        let full = self.object_key(key)?;
+        Path::parse(&full).map_err(|e| Error::InvalidKey {
+            key: key.chars().take(80).collect(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Turns `object_store`'s metadata and attributes into ours.
+    fn meta(
+        &self,
+        key: &str,
+        meta: &object_store::ObjectMeta,
+        attrs: &Attributes,
+    ) -> Result<ObjectMeta> {
+        let etag = meta
+            .e_tag
+            .as_deref()
+            .ok_or_else(|| Error::msg(format!("S3 returned no ETag for key '{key}'")))?;
+        let (metadata, expires_at) = metadata_from_attributes(attrs);
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            version: version_from_etag(etag),
+            size: meta.size,
+            metadata,
+            expires_at,
+        })
+    }
+
+    /// The current version of `key`, if a HEAD can tell (for [`Error::Conflict`]'s `actual`).
+    async fn current_version(&self, key: &str) -> Option<Version> {
+        self.head(key).await.ok().map(|m| m.version)
+    }
+
+    /// A conflict on `key`, with the current version filled in by a best-effort HEAD.
+    async fn conflict(&self, key: &str, expected: Condition) -> Error {
+        let actual = self.current_version(key).await;
+        Error::conflict(key, expected, actual)
+    }
+
+    /// Maps an `object_store` failure; see the module docs for the table.
+    fn map_err(&self, op: Op, key: &str, e: object_store::Error) -> Error {
+        use object_store::Error as E;
+        let text = chain_text(&e);
+        if text.contains("NoSuchBucket") {
+            return Error::other(
+                format!(
+                    "bucket {} does not exist (create it first; S3Store::create_bucket does for tests)",
+                    self.bucket
+                ),
+                e,
+            );
+        }
+        match &e {
+            E::NotFound { .. } if op == Op::Read && !key.is_empty() => {
+                return Error::not_found(key);
+            }
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                return Error::other(format!("S3 refused access to bucket {}", self.bucket), e);
+            }
+            E::NotImplemented { .. } | E::NotSupported { .. } => {
+                return Error::Unsupported(e.to_string());
+            }
+            _ => {}
+        }
+        match transport_kind(&e) {
+            Some(HttpErrorKind::Connect) => {
+                return Error::unavailable("cannot connect to S3", e);
+            }
+            Some(_) if op == Op::Write => {
+                return Error::Ambiguous {
+                    key: key.to_string(),
+                    message: format!(
+                        "the request may have reached S3 but its answer was lost: {e}"
+                    ),
+                };
+            }
+            Some(_) => return Error::unavailable("S3 request failed", e),
+            None => {}
+        }
+        match status_in(&text) {
+            Some(status) => status_error(op, key, status, &text),
+            None => Error::other("S3 request failed", e),
+        }
+    }
+
+    /// Signs a request to `url` with the store's credentials and sends it.
+    ///
+    /// The outer error means nothing was sent (credentials, signing); the inner
+    /// one is reqwest's transport error.
+    async fn send_signed(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<std::result::Result<reqwest::Response, reqwest::Error>> {
+        let mut request: HttpRequest = http::Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .body(HttpRequestBody::from(body.clone()))
+            .map_err(|e| Error::other(format!("cannot build a request for {url}"), e))?;
+        request.headers_mut().extend(headers);
+        if !self.skip_signature {
+            let credential: std::sync::Arc<AwsCredential> = self
+                .store
+                .credentials()
+                .get_credential()
+                .await
+                .map_err(|e| self.map_err(Op::Read, "", e))?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .with_request_payer(self.request_payer)
+                .try_authorize(&mut request, None)
+                .map_err(|e| Error::other("cannot sign an S3 request", e))?;
+        }
+        let (parts, _) = request.into_parts();
+        Ok(self
+            .http
+            .request(method, url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await)
+    }
+
+    /// `DELETE` with `If-Match`, signed by hand; see the module docs.
+    async fn delete_if_match(&self, key: &str, version: &Version) -> Result<()> {
+        let expected = Condition::Matches(version.clone());
+        let object_key = self.object_key(key)?;
+        let Some(if_match) = header_etag(version) else {
+            // Not a well-formed ETag, so it cannot be the current one.
+            return Err(self.conflict(key, expected).await);
+        };
+        let url = format!("{}/{}", self.bucket_endpoint, encode_key(&object_key));
+        let mut headers = HeaderMap::new();
+        headers.insert(IF_MATCH, if_match);
+        let response = match self
+            .send_signed(Method::DELETE, &url, headers, Bytes::new())
+            .await?
+        {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Err(Error::unavailable("cannot connect to S3", e)),
+            Err(e) => {
+                return Err(Error::Ambiguous {
+                    key: key.to_string(),
+                    message: format!(
+                        "the conditional delete may have reached S3 but its answer was lost: {e}"
+                    ),
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        match status {
+            404 if text.contains("NoSuchBucket") => Err(Error::msg(format!(
+                "bucket {} does not exist (create it first)",
+                self.bucket
+            ))),
+            404 => Err(Error::conflict(key, expected, None)),
+            412 | 409 => Err(self.conflict(key, expected).await),
+            501 => Err(Error::Unsupported(format!(
+                "this S3 endpoint does not support If-Match on DELETE: {text}"
+            ))),
+            _ => Err(status_error(
+                Op::Write,
+                key,
+                status,
+                &format!("conditional delete: HTTP {status}: {text}"),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn max_value_size(&self) -> Option<u64> {
+        Some(MAX_VALUE_SIZE)
+    }
+
+    async fn get(&self, key: &str) -> Result<Object> {
+        let path = self.path(key)?;
+        let result = self
+            .store
+            .get_opts(&path, GetOptions::default())
+            .await
+            .map_err(|e| self.map_err(Op::Read, key, e))?;
+        let meta = self.meta(key, &result.meta, &result.attributes)?;
+        let body = result
+            .bytes()
+            .await
+            .map_err(|e| self.map_err(Op::Read, key, e))?;
+        Ok(Object { meta, body })
+    }
+
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        let path = self.path(key)?;
+        let Some(if_none_match) = header_etag(known) else {
+            // Not a well-formed ETag, so it cannot be the current one.
+            return self.get(key).await.map(Fetch::Changed);
+        };
+        let options = GetOptions {
+            if_none_match: Some(if_none_match.to_str().unwrap_or_default().to_string()),
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&path, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotModified { .. }) => return Ok(Fetch::Unchanged),
+            Err(e) => return Err(self.map_err(Op::Read, key, e)),
+        };
+        let meta = self.meta(key, &result.meta, &result.attributes)?;
+        let body = result
+            .bytes()
+            .await
+            .map_err(|e| self.map_err(Op::Read, key, e))?;
+        Ok(Fetch::Changed(Object { meta, body }))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.path(key)?;
+        let options = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&path, options)
+            .await
+            .map_err(|e| self.map_err(Op::Read, key, e))?;
+        self.meta(key, &result.meta, &result.attributes)
+    }
+
+    /// Writes with `If-None-Match: *` / `If-Match` as the condition asks.
+    ///
+    /// Conditional puts go through a client with `object_store`'s internal
+    /// retries switched off. A retry cannot be made safe after the fact: if
+    /// the first attempt landed and only its answer was lost (a timeout, a
+    /// reset, a 500 from a proxy), the retry finds the key no longer absent or
+    /// no longer at the old ETag and gets 412 — our own write reported as a
+    /// [`Error::Conflict`], and the caller would re-read and apply its change
+    /// a second time. `object_store` does not expose whether it retried, so
+    /// instead of guessing from its error text, the conditional client sends
+    /// each request once: a lost answer becomes [`Error::Ambiguous`], which
+    /// the update loop resolves by reading back its write id, and a request
+    /// that never left (connection refused, 503 SlowDown) becomes
+    /// [`Error::Unavailable`] for ifmatch's own retry layer. Unconditional
+    /// puts keep the small retry budget: repeating them is harmless.
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        let path = self.path(key)?;
+        validate_metadata(&opts.metadata)?;
+        if opts.metadata.contains_key(EXPIRES_METADATA) {
+            return Err(Error::InvalidInput(format!(
+                "metadata name {EXPIRES_METADATA:?} is reserved for the expiry; use PutOptions::with_expiry"
+            )));
+        }
+        let size = body.len() as u64;
+        if size > MAX_VALUE_SIZE {
+            return Err(Error::TooLarge {
+                key: key.to_string(),
+                size,
+                limit: MAX_VALUE_SIZE,
+            });
+        }
+        let (mode, client) = match &opts.condition {
+            Condition::Any => (PutMode::Overwrite, &self.store),
+            Condition::Absent => (PutMode::Create, &self.cas),
+            Condition::Matches(v) => {
+                let Some(etag) = header_etag(v) else {
+                    // Not a well-formed ETag, so it cannot be the current one.
+                    return Err(self.conflict(key, opts.condition.clone()).await);
+                };
+                let update = UpdateVersion {
+                    e_tag: Some(etag.to_str().unwrap_or_default().to_string()),
+                    version: None,
+                };
+                (PutMode::Update(update), &self.cas)
+            }
+        };
+        let options = object_store::PutOptions {
+            mode,
+            attributes: attributes_from_metadata(&opts.metadata, opts.expires_at),
+            ..Default::default()
+        };
+        match client
+            .put_opts(&path, PutPayload::from_bytes(body), options)
+            .await
+        {
+            Ok(result) => match result.e_tag {
+                Some(etag) => Ok(version_from_etag(&etag)),
+                None => Err(Error::msg(format!(
+                    "S3 accepted the write of key '{key}' but returned no ETag"
+                ))),
+            },
+            Err(e) => {
+                use object_store::Error as E;
+                let conditional = opts.condition != Condition::Any;
+                let lost_condition = matches!(
+                    e,
+                    E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. }
+                ) || (matches!(e, E::NotFound { .. })
+                    && matches!(opts.condition, Condition::Matches(_)));
+                if conditional && lost_condition && !chain_text(&e).contains("NoSuchBucket") {
+                    Err(self.conflict(key, opts.condition).await)
+                } else if !conditional && matches!(e, E::AlreadyExists { .. }) {
+                    // 409 on an unconditional put: a concurrent operation S3 could not order.
+                    Err(Error::unavailable(
+                        "S3 reported a concurrent conflicting write",
+                        e,
+                    ))
+                } else {
+                    Err(self.map_err(Op::Write, key, e))
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        let path = self.path(key)?;
+        match &condition {
+            Condition::Any => self
+                .store
+                .delete(&path)
+                .await
+                .map_err(|e| self.map_err(Op::Write, key, e)),
+            Condition::Absent => match self.head(key).await {
+                Ok(meta) => Err(Error::conflict(key, condition, Some(meta.version))),
+                Err(Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Condition::Matches(v) => self.delete_if_match(key, v).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        validate_prefix(prefix)?;
+        if page.limit == 0 {
+            return Err(Error::InvalidInput(
+                "list page limit must be at least 1".into(),
+            ));
+        }
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        // The token is the last key returned; S3's start-after takes it from there.
+        let mut offset = page.token.as_ref().map(|t| format!("{}{t}", self.prefix));
+        let mut entries = Vec::new();
+        let mut last_seen: Option<String> = None;
+        let more = loop {
+            let want = (page.limit - entries.len()).min(S3_MAX_KEYS);
+            let options = PaginatedListOptions {
+                offset: offset.clone(),
+                max_keys: Some(want),
+                ..Default::default()
+            };
+            let result = self
+                .store
+                .list_paginated(
+                    (!full_prefix.is_empty()).then_some(full_prefix.as_str()),
+                    options,
+                )
+                .await
+                .map_err(|e| self.map_err(Op::Read, "", e))?;
+            let truncated = result.page_token.is_some();
+            for object in result.result.objects {
+                let full = object.location.as_ref();
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                last_seen = Some(key.to_string());
+                if validate_key(key).is_err() {
+                    // An object written by another tool under a name ifmatch cannot use.
+                    continue;
+                }
+                let version = match object.e_tag.as_deref() {
+                    Some(etag) => version_from_etag(etag),
+                    None => continue,
+                };
+                entries.push(ListEntry {
+                    key: key.to_string(),
+                    version,
+                    size: object.size,
+                });
+            }
+            if !truncated {
+                break false;
+            }
+            if entries.len() >= page.limit {
+                break true;
+            }
+            match &last_seen {
+                Some(k) => offset = Some(format!("{}{k}", self.prefix)),
+                // Truncated yet empty: nothing to continue from.
+                None => break false,
+            }
+        };
+        let next = if more { last_seen } else { None };
+        Ok(ListResult { entries, next })
+    }
+}
+
+/// Parses an `s3://` URL (pure; see [`S3Store::open`]).
+fn parse_url(url: &str) -> Result<ParsedUrl> {
+    let bad = |why: String| Error::InvalidInput(format!("bad S3 store URL {url:?}: {why}"));
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad("it must start with s3://".into()))?;
+    if rest.contains('#') {
+        return Err(bad("a fragment ('#') is not allowed".into()));
+    }
+    let (location, query) = match rest.split_once('?') {
+        Some((l, q)) => (l, Some(q)),
+        None => (rest, None),
+    };
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    validate_bucket(bucket).map_err(|why| bad(format!("bucket name {bucket:?}: {why}")))?;
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    if !prefix.is_empty() {
+        validate_key(prefix).map_err(|e| bad(format!("prefix {prefix:?}: {e}")))?;
+    }
+    let mut parsed = ParsedUrl {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        ..ParsedUrl::default()
+    };
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let set_once = |slot: &mut Option<String>| {
+            if slot.is_some() {
+                return Err(bad(format!("parameter {name:?} is given twice")));
+            }
+            if value.is_empty() {
+                return Err(bad(format!("parameter {name:?} is empty")));
+            }
+            *slot = Some(value.to_string());
+            Ok(())
+        };
+        match name.as_ref() {
+            "endpoint" => {
+                set_once(&mut parsed.endpoint)?;
+                check_endpoint(&value).map_err(|why| bad(format!("endpoint {value:?}: {why}")))?;
+            }
+            "region" => set_once(&mut parsed.region)?,
+            "allow_http" => {
+                if parsed.allow_http.is_some() {
+                    return Err(bad("parameter \"allow_http\" is given twice".into()));
+                }
+                parsed.allow_http = Some(parse_bool(&value).ok_or_else(|| {
+                    bad(format!("allow_http must be true or false, not {value:?}"))
+                })?);
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?} (known: endpoint, region, allow_http)"
+                )));
+            }
+        }
+    }
+    if let Some(e) = &mut parsed.endpoint {
+        let trimmed = e.trim_end_matches('/').len();
+        e.truncate(trimmed);
+    }
+    Ok(parsed)
+}
+
+/// Checks an endpoint URL: http or https, a host, no query or fragment.
+fn check_endpoint(endpoint: &str) -> std::result::Result<(), String> {
+    let u = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            u.scheme()
+        ));
+    }
+    if u.host().is_none() {
+        return Err("it has no host".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("it may not have a query or fragment".into());
+    }
+    Ok(())
+}
+
+/// S3's general-purpose bucket naming rules.
+fn validate_bucket(bucket: &str) -> std::result::Result<(), String> {
+    if bucket.is_empty() {
+        return Err("it is missing (s3://BUCKET[/PREFIX])".into());
+    }
+    if !(3..=63).contains(&bucket.len()) {
+        return Err("it must be 3 to 63 characters long".into());
+    }
+    if !bucket
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err("it may contain only a-z, 0-9, '.' and '-'".into());
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !edge_ok(bucket.bytes().next()) || !edge_ok(bucket.bytes().last()) {
+        return Err("it must begin and end with a letter or digit".into());
+    }
+    if bucket.contains("..") {
+        return Err("it may not contain '..'".into());
+    }
+    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("it may not look like an IP address".into());
+    }
+    Ok(())
+}
+
+/// True when the URL's host is loopback: `127.0.0.0/8`, `localhost` or `[::1]`.
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// `true`/`false` and the usual spellings.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" | "y" => Some(true),
+        "0" | "false" | "off" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// A version from an ETag header or listing entry: the ETag without its quotes.
+fn version_from_etag(etag: &str) -> Version {
+    let inner = etag
+        .strip_prefix('"')
+        .and_then(|e| e.strip_suffix('"'))
+        .unwrap_or(etag);
+    Version::new(inner)
+}
+
+/// The quoted ETag to send for `version`, or `None` if it cannot be an ETag
+/// (empty, or not visible ASCII without quotes): such a version never matches.
+fn header_etag(version: &Version) -> Option<HeaderValue> {
+    let v = version.as_str();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return None;
+    }
+    HeaderValue::from_str(&format!("\"{v}\"")).ok()
+}
+
+/// Percent-encodes an object key for a URL path: everything but unreserved characters and `/`.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// User metadata and expiry as `object_store` attributes (`x-amz-meta-*` headers).
+fn attributes_from_metadata(metadata: &Metadata, expires_at: Option<u64>) -> Attributes {
+    let mut attrs = Attributes::with_capacity(metadata.len() + 1);
+    for (name, value) in metadata {
+        attrs.insert(
+            Attribute::Metadata(Cow::Owned(name.clone())),
+            AttributeValue::from(encode_metadata_value(value)),
+        );
+    }
+    if let Some(t) = expires_at {
+        attrs.insert(
+            Attribute::Metadata(Cow::Borrowed(EXPIRES_METADATA)),
+            AttributeValue::from(t.to_string()),
+        );
+    }
+    attrs
+}
+
+/// User metadata and expiry back from `object_store` attributes.
+fn metadata_from_attributes(attrs: &Attributes) -> (Metadata, Option<u64>) {
+    let mut metadata = Metadata::new();
+    let mut expires_at = None;
+    for (attr, value) in attrs {
+        if let Attribute::Metadata(name) = attr {
+            if name == EXPIRES_METADATA {
+                expires_at = value.as_ref().trim().parse().ok();
+            } else {
+                metadata.insert(name.to_string(), decode_metadata_value(value.as_ref()));
+            }
+        }
+    }
+    (metadata, expires_at)
+}
+
+const Q_START: &str = "=?UTF-8?Q?";
+const Q_END: &str = "?=";
+
+/// HTTP drops spaces at either end of a header value. Such values (and values
+/// that look like an encoded word themselves) travel as an RFC 2047 encoded
+/// word, `=?UTF-8?Q?...?=`, the convention S3 documents for metadata that
+/// plain headers cannot carry; every other value is sent as is.
+fn encode_metadata_value(value: &str) -> String {
+    let needs = value.starts_with(' ')
+        || value.ends_with(' ')
+        || (value.starts_with("=?") && value.ends_with("?="));
+    if !needs {
+        return value.to_string();
+    }
+    let mut out = String::from(Q_START);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'!' | b'*' | b'+' | b'-' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out.push_str(Q_END);
+    out
+}
+
+/// Reverses [`encode_metadata_value`]; a value that is not a well-formed Q word stays as is.
+fn decode_metadata_value(value: &str) -> String {
+    let Some(inner) = value
+        .strip_prefix(Q_START)
+        .and_then(|v| v.strip_suffix(Q_END))
+    else {
+        return value.to_string();
+    };
+    let bytes = inner.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'_' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'=' => {
+                let hex = inner
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => out.push(b),
+                    None => return value.to_string(),
+                }
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
+}
+
+/// The error and all its sources, joined (status codes and S3 error codes are only in the text).
+fn chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(" | ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The transport failure in an `object_store` error's sources, if it is one.
+fn transport_kind(e: &(dyn StdError + 'static)) -> Option<HttpErrorKind> {
+    let mut current = Some(e);
+    while let Some(c) = current {
+        if let Some(h) = c.downcast_ref::<HttpError>() {
+            return Some(h.kind());
+        }
+        current = c.source();
+    }
+    None
+}
+
+/// The HTTP status in an `object_store` error text ("... status code: 503 ...").
+///
+/// `object_store` keeps its `RetryError` (which knows the status) private, so
+/// statuses it does not map to a variant of its own are only in the message.
+fn status_in(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// Maps an HTTP status that is not a condition outcome.
+fn status_error(op: Op, key: &str, status: u16, text: &str) -> Error {
+    let unavailable = || Error::Unavailable {
+        message: format!("S3 answered {status}: {text}"),
+        source: None,
+    };
+    match status {
+        408 | 429 | 503 => unavailable(),
+        // S3's "RequestTimeout": the request body was not received in time, nothing was written.
+        400 if text.contains("RequestTimeout") => unavailable(),
+        501 => Error::Unsupported(format!("S3 answered 501: {text}")),
+        500..=599 if op == Op::Write => Error::Ambiguous {
+            key: key.to_string(),
+            message: format!("S3 answered {status}; the write may or may not have landed: {text}"),
+        },
+        500..=599 => unavailable(),
+        _ => Error::msg(format!("S3 answered {status}: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let p = parse_url("s3://my-bucket").unwrap();
+        assert_eq!(p.bucket, "my-bucket");
+        assert_eq!(p.prefix, "");
+        assert_eq!(p.endpoint, None);
+
+        let p = parse_url("s3://my-bucket/").unwrap();
+        assert_eq!(p.prefix, "");
+
+        let p = parse_url("s3://my.bucket/a/b/?region=eu-west-1").unwrap();
+        assert_eq!(p.bucket, "my.bucket");
+        assert_eq!(p.prefix, "a/b");
+        assert_eq!(p.region.as_deref(), Some("eu-west-1"));
+
+        let p = parse_url(
+            "s3://bkt/p?endpoint=http%3A%2F%2F127.0.0.1%3A4566%2F&allow_http=true&region=us-east-1",
+        )
+        .unwrap();
+        assert_eq!(p.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(p.allow_http, Some(true));
+
+        let p = parse_url("s3://bkt?endpoint=https://minio.example:9000").unwrap();
+        assert_eq!(p.endpoint.as_deref(), Some("https://minio.example:9000"));
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for url in [
+            "s3://",
+            "s3:///prefix",
+            "s3://ab",
+            "s3://Bucket",
+            "s3://bucket_name",
+            "s3://-bucket",
+            "s3://bucket-",
+            "s3://a..b",
+            "s3://192.168.1.1",
+            &format!("s3://{}", "b".repeat(64)),
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+            "s3://bucket?endpoint=",
+            "s3://bucket?endpoint=ftp://x",
+            "s3://bucket?endpoint=not a url",
+            "s3://bucket?region=a&region=b",
+            "s3://bucket?allow_http=maybe",
+            "s3://bucket#frag",
+            "file://bucket",
+        ] {
+            let err = parse_url(url).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let err = parse_url("s3://bucket?endpoint=http://127.0.0.1:1&colour=blue").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains("colour")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_only_on_loopback_unless_allowed() {
+        for url in [
+            "s3://bucket?endpoint=http://127.0.0.1:4566",
+            "s3://bucket?endpoint=http://127.1.2.3:4566",
+            "s3://bucket?endpoint=http://localhost:4566",
+            "s3://bucket?endpoint=http://[::1]:4566",
+            "s3://bucket?endpoint=http://minio.internal:9000&allow_http=true",
+            "s3://bucket?endpoint=https://minio.internal:9000",
+        ] {
+            let store = S3Store::open(url).await;
+            assert!(store.is_ok(), "{url}: {:?}", store.err());
+        }
+        let err = S3Store::open("s3://bucket?endpoint=http://minio.internal:9000")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains("allow_http")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn path_style_with_endpoint_and_prefix() {
+        let s = S3Store::open("s3://bucket/some/prefix/?endpoint=http://127.0.0.1:9/")
+            .await
+            .unwrap();
+        assert_eq!(s.bucket_endpoint, "http://127.0.0.1:9/bucket");
+        assert_eq!(s.prefix, "some/prefix/");
+        assert_eq!(s.object_key("k").unwrap(), "some/prefix/k");
+        assert_eq!(s.max_value_size(), Some(5 << 30));
+        // The prefix counts against S3's key length limit.
+        let long = "k".repeat(MAX_KEY_BYTES);
+        assert!(matches!(s.object_key(&long), Err(Error::InvalidKey { .. })));
+    }
+
+    #[test]
+    fn etags_and_versions() {
+        assert_eq!(version_from_etag("\"abc\"").as_str(), "abc");
+        assert_eq!(version_from_etag("abc").as_str(), "abc");
+        assert_eq!(header_etag(&Version::new("abc-2")).unwrap(), "\"abc-2\"");
+        assert!(header_etag(&Version::new("")).is_none());
+        assert!(header_etag(&Version::new("a\"b")).is_none());
+        assert!(header_etag(&Version::new("a\nb")).is_none());
+        assert!(header_etag(&Version::new("a b")).is_none());
+    }
+
+    #[test]
+    fn key_encoding() {
+        assert_eq!(encode_key("a/b c+d%e=f#g?h"), "a/b%20c%2Bd%25e%3Df%23g%3Fh");
+        assert_eq!(encode_key("ü"), "%C3%BC");
+        assert_eq!(encode_key("A-z_0.9~"), "A-z_0.9~");
+    }
+
+    #[test]
+    fn metadata_values_round_trip() {
+        for v in [
+            "",
+            "plain",
+            "json v1",
+            " leading",
+            "trailing ",
+            " both ",
+            "=?x?=",
+            "=?UTF-8?Q?a?=",
+            "a_b=c?d",
+            "  ",
+            "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+        ] {
+            let encoded = encode_metadata_value(v);
+            assert!(
+                !encoded.starts_with(' ') && !encoded.ends_with(' '),
+                "{v:?} -> {encoded:?}"
+            );
+            assert_eq!(decode_metadata_value(&encoded), v, "{v:?} -> {encoded:?}");
+        }
+        assert_eq!(encode_metadata_value("json v1"), "json v1");
+        assert_eq!(
+            decode_metadata_value("=?UTF-8?Q?bad=Z?="),
+            "=?UTF-8?Q?bad=Z?="
+        );
+    }
+
+    #[test]
+    fn expiry_travels_as_metadata() {
+        let mut m = Metadata::new();
+        m.insert("a".into(), "1".into());
+        let attrs = attributes_from_metadata(&m, Some(1_700_000_000));
+        assert_eq!(
+            attrs
+                .get(&Attribute::Metadata("ifmatch-expires".into()))
+                .map(|v| v.as_ref()),
+            Some("1700000000")
+        );
+        let (back, expires) = metadata_from_attributes(&attrs);
+        assert_eq!(back, m);
+        assert_eq!(expires, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            status_in(
+                "Error performing PUT x - Server returned non-2xx status code: 503 Service Unavailable: "
+            ),
+            Some(503)
+        );
+        assert_eq!(status_in("no status here"), None);
+        assert!(status_error(Op::Read, "k", 503, "").is_retryable());
+        assert!(status_error(Op::Read, "k", 500, "").is_retryable());
+        assert!(matches!(
+            status_error(Op::Write, "k", 500, ""),
+            Error::Ambiguous { .. }
+        ));
+        assert!(status_error(Op::Write, "k", 503, "").is_retryable());
+        assert!(status_error(Op::Write, "k", 400, "<Code>RequestTimeout</Code>").is_retryable());
+        assert!(matches!(
+            status_error(Op::Read, "k", 400, ""),
+            Error::Other { .. }
+        ));
+        assert!(matches!(
+            status_error(Op::Write, "k", 501, ""),
+            Error::Unsupported(_)
+        ));
     }
 }
