@@ -161,6 +161,17 @@ every check passes, 1 otherwise.
 Example:
   ifmatch doctor --store s3://my-bucket/app")]
     Doctor(DoctorArgs),
+
+    /// Measure ifmatch side by side with the seeds' designs on a store.
+    #[command(long_about = "\
+Run a benchmark scenario against the store, measuring ifmatch and the design
+of the incident it comes from side by side in one run (ratios survive a noisy
+machine). Prints a table, or exactly one JSON object on stdout with --json.
+Keys are written under ifmatch-bench/ and removed afterwards.
+
+Example:
+  ifmatch bench contention --workers 8 --ops 50 --store file://./bench-data")]
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Arguments of `get`.

@@ -1,7 +1,7 @@
 //! The `ifmatch` command-line tool, as a library so its parts can be tested.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
-//! `head`, `rm`, `ls` and `doctor`, over any store URL (`--store`, or the
+//! `head`, `rm`, `ls`, `doctor` and `bench`, over any store URL (`--store`, or the
 //! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
 //!
 //! Exit codes (see [`exit`]):
@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod doctor;
@@ -54,6 +55,17 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(_) => ExitCode::from(exit::ERROR),
     }
+}
+
+/// One JSON object and a newline.
+fn render_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
+    let mut s = serde_json::to_string(value).map_err(|e| {
+        Failure::Store(ifmatch::Error::msg(format!(
+            "cannot render the report: {e}"
+        )))
+    })?;
+    s.push('\n');
+    Ok(s)
 }
 
 fn run_main() -> ExitCode {
@@ -124,6 +136,19 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
             } else {
                 Err(Failure::Reported(exit::ERROR))
             }
+        }
+        Command::Bench(a) => {
+            let text = match &a.scenario {
+                bench::Scenario::Contention(c) => {
+                    let r = bench::contention::run(store, c, a.seed, a.json).await?;
+                    if a.json {
+                        render_json(&r)?
+                    } else {
+                        bench::contention::render(&r)
+                    }
+                }
+            };
+            commands::write_stdout(text.as_bytes())
         }
     }
 }
