@@ -565,3 +565,40 @@ async fn list_pagination() {
         assert_eq!(all, names, "{backend}");
     }
 }
+
+/// Every write lands but its response is lost: create, update and delete
+/// still report what happened (settled by write id), instead of "already
+/// exists" for the caller's own account.
+#[tokio::test]
+async fn lost_responses_are_settled_not_misreported() {
+    use ifmatch::clock::SharedRng;
+    use ifmatch::store::fault::{FaultConfig, FaultStore};
+    for (backend, store) in backends() {
+        let config = FaultConfig {
+            lost_response_rate: 1.0,
+            ..FaultConfig::default()
+        };
+        let lossy: ifmatch::store::DynStore =
+            std::sync::Arc::new(FaultStore::new(store.clone(), config, SharedRng::seeded(5)));
+        let f = fixture(&lossy);
+        let u = f
+            .accounts
+            .create("alice", "Alice", "correct horse")
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(u.username, "alice", "{backend}");
+        f.accounts
+            .set_password("alice", "battery staple")
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        f.accounts
+            .authenticate("alice", "battery staple")
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(
+            f.accounts.delete("alice").await.unwrap(),
+            "{backend}: delete"
+        );
+        assert!(raw(&store, "alice").await.is_none(), "{backend}");
+    }
+}
