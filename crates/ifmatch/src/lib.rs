@@ -16,6 +16,8 @@
 //! - [`update`]: the retrying read-modify-write loop that never loses or
 //!   double-applies a write.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
+//! - [`accounts`]: users with a conditional create, argon2id password hashes
+//!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -36,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod clock;
 pub mod error;
 pub mod key;

@@ -16,7 +16,7 @@
 //! | `dynamodb://TABLE[?create=true]` | [`dynamodb::DynamoStore`] |
 //!
 //! [`fault::FaultStore`] wraps any of them to inject errors, latency and lost
-//! responses.
+//! responses; [`prefix::PrefixStore`] shows one of them under a key prefix.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -50,6 +50,7 @@ pub mod dynamodb;
 pub mod fault;
 pub mod file;
 pub mod memory;
+pub mod prefix;
 pub mod s3;
 
 /// A small map of string metadata stored with a value (see [`crate::key`] for the rules).
