@@ -37,7 +37,7 @@ use crate::retry::RetryPolicy;
 use crate::store::{Condition, Metadata, Object, PutOptions, Store, Version};
 
 /// How many earlier write ids a value carries in its metadata.
-pub const HISTORY: usize = 16;
+pub const HISTORY: usize = 64;
 
 /// Metadata name of the write id.
 pub const META_WRITE_ID: &str = "ifmatch-wid";
@@ -428,8 +428,11 @@ async fn read(store: &dyn Store, key: &str, policy: &RetryPolicy) -> Result<Opti
         .await
 }
 
+/// A random 48-bit write id in 12 hex digits: short enough that [`HISTORY`]
+/// of them fit in S3's 2 KB of metadata with room to spare, long enough that
+/// two ids in one history collide with odds below one in 10^11.
 fn write_id(rng: &SharedRng) -> String {
-    format!("{:016x}", rng.next_u64())
+    format!("{:012x}", rng.next_u64() & 0xffff_ffff_ffff)
 }
 
 /// The result of [`update_json`]: the value written (or kept) and the update's bookkeeping.
@@ -549,7 +552,7 @@ mod tests {
             o.meta.metadata.get(META_SEQ).unwrap(),
             &(HISTORY + 5).to_string()
         );
-        assert_eq!(o.meta.metadata.get(META_WRITE_ID).unwrap().len(), 16);
+        assert_eq!(o.meta.metadata.get(META_WRITE_ID).unwrap().len(), 12);
     }
 
     /// Lets a put land, then lets a writer outside the loop overwrite it, then loses the response.
