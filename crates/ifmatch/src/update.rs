@@ -313,9 +313,14 @@ where
                                 });
                             }
                             Landed::No => {
+                                // Another write got in first: a conflict. Back off,
+                                // then re-read, so the next attempt's base is fresh
+                                // (a stale base would make the next lost response
+                                // undecidable).
                                 ambiguous_resolved += 1;
-                                current = now;
+                                conflicts += 1;
                                 if attempts.backoff().await {
+                                    current = read(store, key, policy).await?;
                                     continue;
                                 }
                                 return Err(UpdateError::Conflict {
