@@ -15,6 +15,8 @@
 //! - [`retry`]: capped exponential backoff with full jitter, attempt limits, deadlines.
 //! - [`update`]: the retrying read-modify-write loop that never loses or
 //!   double-applies a write.
+//! - [`lease`]: named distributed locks with TTL, renewal, owner-only release
+//!   and fencing tokens that strictly increase per name.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //!
 //! ```
@@ -39,6 +41,7 @@
 pub mod clock;
 pub mod error;
 pub mod key;
+pub mod lease;
 pub mod retry;
 pub mod store;
 pub mod update;
