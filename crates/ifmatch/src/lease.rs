@@ -12,6 +12,26 @@
 //!   holder's own last write, so they land only while nobody else has touched
 //!   the record; a holder that lost the lease gets [`LeaseError::NotOwner`].
 //!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use ifmatch::lease::{Leases, LeaseError};
+//!
+//! let store = ifmatch::store::open("memory://").await?;
+//! let leases = Leases::new(store);
+//! let ttl = Duration::from_secs(30);
+//! let mut lease = leases.acquire("nightly-rebuild", ttl, Duration::ZERO).await?;
+//! // Another worker is told who holds it.
+//! let err = leases.acquire("nightly-rebuild", ttl, Duration::ZERO).await.unwrap_err();
+//! assert!(matches!(err, LeaseError::Held { .. }));
+//! leases.renew(&mut lease).await?;
+//! leases.release(&lease).await?;
+//! // The next holder's fencing token is greater.
+//! let next = leases.acquire("nightly-rebuild", ttl, Duration::ZERO).await?;
+//! assert!(next.token() > lease.token());
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+//!
 //! ## Fencing tokens
 //!
 //! Each acquisition gets a token strictly greater than every token handed out
