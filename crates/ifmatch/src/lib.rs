@@ -17,6 +17,8 @@
 //!   double-applies a write.
 //! - [`lease`]: named distributed locks with TTL, renewal, owner-only release
 //!   and fencing tokens that strictly increase per name.
+//! - [`idempotency`]: run a handler once per key however often a message is
+//!   delivered; duplicates get the stored result.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //!
 //! ```
@@ -40,6 +42,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod idempotency;
 pub mod key;
 pub mod lease;
 pub mod retry;
