@@ -756,9 +756,15 @@ impl Leases {
     /// Gives a lease back, keeping its token in the record so the next holder's is greater.
     ///
     /// Only the owner can release: [`LeaseError::NotOwner`] if another worker
-    /// has taken it over. Releasing twice is fine.
+    /// has taken it over. Releasing twice is fine. If a release sent while the
+    /// lease was live loses its response and the lease has a new holder by the
+    /// time it is read again, the release landed (a live lease is never taken
+    /// over) and this returns `Ok`.
     pub async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
         let mut version = lease.version.clone();
+        let mut valid_until_ms = lease.expires_at_ms;
+        // Whether a release whose response was lost was sent while the lease was ours.
+        let mut lost_while_valid = false;
         let mut attempts = self.retry.start();
         loop {
             attempts.begin();
@@ -781,13 +787,21 @@ impl Leases {
             };
             match err {
                 Error::Conflict { .. } | Error::NotFound { .. } | Error::Ambiguous { .. } => {
+                    if matches!(err, Error::Ambiguous { .. }) && now_ms < valid_until_ms {
+                        lost_while_valid = true;
+                    }
                     match self.read(&lease.name).await? {
                         Some((cur, v)) if cur.owner == lease.owner && cur.token == lease.token => {
                             if cur.state == State::Released {
                                 return Ok(());
                             }
+                            valid_until_ms = valid_until_ms.max(cur.expires_at_ms);
                             version = v;
                         }
+                        // A release sent while the lease was live landed: nobody
+                        // may take a live lease over, so whoever holds it now came
+                        // after our release.
+                        Some(_) | None if lost_while_valid => return Ok(()),
                         other => return Err(not_owner(lease, other.map(|(r, _)| r))),
                     }
                 }
@@ -800,7 +814,7 @@ impl Leases {
                     message: format!(
                         "could not confirm the release after {} attempts; the lease expires at {} ms",
                         attempts.made(),
-                        lease.expires_at_ms
+                        valid_until_ms
                     ),
                 });
             }

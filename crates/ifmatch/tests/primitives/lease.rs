@@ -133,26 +133,47 @@ async fn thirty_two_contenders_never_overlap_and_tokens_increase() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn contention_with_lost_responses_keeps_the_invariants() {
+/// Contention through a [`FaultStore`]: the tenures must still never overlap.
+async fn contend_through_faults(config: FaultConfig, seed: u64) {
     for (name, store) in backends() {
-        let fault = FaultStore::new(
+        let fault = Arc::new(FaultStore::new(
             store,
-            FaultConfig {
-                lost_response_rate: 0.10,
-                ..FaultConfig::default()
-            },
-            SharedRng::seeded(42),
-        );
-        let fault = Arc::new(fault);
+            config.clone(),
+            SharedRng::seeded(seed),
+        ));
         let h = contend(fault.clone(), 32, 3).await;
         check_history(name, &h, 32 * 3);
-        let lost = fault.counters().lost_responses.load(Ordering::Relaxed);
+        let c = fault.counters();
+        let lost = c.lost_responses.load(Ordering::Relaxed);
         assert!(
             lost > 10,
             "{name}: only {lost} lost responses were injected"
         );
+        if config.error_rate > 0.0 {
+            assert!(c.errors.load(Ordering::Relaxed) > 10, "{name}");
+        }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn contention_with_lost_responses_keeps_the_invariants() {
+    // A lost acquire response may hide a lease that is ours: it is settled by
+    // re-reading for our owner id, never by assuming either way.
+    let config = FaultConfig {
+        lost_response_rate: 0.10,
+        ..FaultConfig::default()
+    };
+    contend_through_faults(config, 42).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn contention_with_errors_and_lost_responses_keeps_the_invariants() {
+    let config = FaultConfig {
+        error_rate: 0.05,
+        lost_response_rate: 0.10,
+        ..FaultConfig::default()
+    };
+    contend_through_faults(config, 43).await;
 }
 
 #[tokio::test(start_paused = true)]
