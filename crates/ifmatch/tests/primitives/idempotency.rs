@@ -135,27 +135,30 @@ async fn a_hundred_unique_messages_all_run() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn duplicates_with_lost_responses_still_run_once() {
+async fn duplicates_with_errors_and_lost_responses_still_run_once() {
     for (name, store) in backends() {
         let fault = Arc::new(FaultStore::new(
             store,
             FaultConfig {
-                lost_response_rate: 0.10,
+                error_rate: 0.05,
+                lost_response_rate: 0.20,
                 ..FaultConfig::default()
             },
             SharedRng::seeded(9),
         ));
         let mut deliveries = Vec::new();
-        for i in 0..10 {
+        for i in 0..30 {
             for _ in 0..5 {
                 deliveries.push(message(&format!("f-{i}")));
             }
         }
         let (outcomes, executions) =
             consume(fault.clone(), deliveries, 4, Duration::from_secs(30)).await;
-        assert_eq!(executions, 10, "{name}");
-        assert_eq!(outcomes.iter().filter(|o| o.is_duplicate()).count(), 40);
-        assert!(fault.counters().lost_responses.load(Ordering::Relaxed) > 0);
+        assert_eq!(executions, 30, "{name}");
+        assert_eq!(outcomes.iter().filter(|o| o.is_duplicate()).count(), 120);
+        let c = fault.counters();
+        assert!(c.lost_responses.load(Ordering::Relaxed) > 0, "{name}");
+        assert!(c.errors.load(Ordering::Relaxed) > 0, "{name}");
     }
 }
 
