@@ -425,7 +425,8 @@ impl Leases {
         self.retry.clock = clock;
         self
     }
-    /// Sets the random generator (also the retry policy's).
+    /// Sets the random generator (also the retry policy's). Owner ids are
+    /// drawn from it: workers must not share a seed (nor a holder name, to be safe).
     pub fn with_rng(mut self, rng: SharedRng) -> Self {
         self.retry.rng = rng;
         self
@@ -863,7 +864,10 @@ impl Leases {
                 }
             }
         };
-        if tx.borrow().is_held() {
+        // Give the lease back unless another worker has it. After a spell of
+        // unavailability it may well still be ours; release is owner-checked.
+        let lost = matches!(*tx.borrow(), LeaseStatus::Lost { .. });
+        if !lost {
             if let Err(e) = self.release(&lease).await {
                 tracing::warn!(lease = name, error = %e, "could not release the lease; it will expire");
             }

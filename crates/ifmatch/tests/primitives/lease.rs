@@ -455,6 +455,41 @@ async fn with_lease_renews_while_the_work_runs_and_then_releases() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_lease_keeps_the_lease_through_lost_renewal_responses() {
+    // A renewal that landed but lost its response must not look like a lost lease.
+    for (name, store) in backends() {
+        let fault: DynStore = Arc::new(FaultStore::new(
+            store,
+            FaultConfig {
+                lost_response_rate: 0.3,
+                ..FaultConfig::default()
+            },
+            SharedRng::seeded(11),
+        ));
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&fault, &clock, 1, "a");
+        let ttl = Duration::from_secs(3);
+        let held_throughout = a
+            .with_lease("bumpy", ttl, Duration::from_secs(10), |guard| {
+                let clock = clock.clone();
+                async move {
+                    let mut held = true;
+                    for _ in 0..40 {
+                        clock.sleep(Duration::from_millis(500)).await;
+                        held &= guard.is_held();
+                    }
+                    held
+                }
+            })
+            .await
+            .unwrap();
+        assert!(held_throughout, "{name}");
+        let info = a.inspect("bumpy").await.unwrap().unwrap();
+        assert!(info.released, "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn with_lease_reports_a_lease_lost_to_another_holder() {
     for (name, store) in backends() {
         let clock: DynClock = SystemClock::shared();
