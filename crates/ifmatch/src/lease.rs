@@ -553,8 +553,25 @@ impl Leases {
         let skew_ms = self.skew.as_millis() as u64;
         // Consecutive transient write failures (the wait budget bounds the rest).
         let mut failures = 0u32;
+        // Set when an acquire write's response was lost and not yet settled.
+        let mut unsettled: Option<u64> = None;
         loop {
-            let current = self.read(name).await?;
+            let current = match self.read(name).await {
+                Ok(c) => c,
+                // We may hold the lease without knowing: say so, with its expiry.
+                Err(e) => match unsettled {
+                    Some(expires_at_ms) => {
+                        return Err(LeaseError::Ambiguous {
+                            name: name.to_string(),
+                            message: format!(
+                                "an acquire's response was lost and the record cannot be read ({e}); if it landed, the lease lapses at {expires_at_ms} ms"
+                            ),
+                        });
+                    }
+                    None => return Err(e),
+                },
+            };
+            unsettled = None;
             let now_ms = self.now_ms();
             let waited = self
                 .clock()
@@ -630,6 +647,7 @@ impl Leases {
                 // The write may have landed: the next read tells (our owner id).
                 Err(Error::Ambiguous { .. }) => {
                     tracing::debug!(lease = name, "acquire response lost; re-reading");
+                    unsettled = Some(rec.expires_at_ms);
                 }
                 Err(e) if e.is_retryable() => {
                     failures += 1;

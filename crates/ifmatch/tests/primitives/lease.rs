@@ -538,6 +538,7 @@ async fn with_lease_reports_an_unreachable_store_before_the_lease_expires() {
         let flaky: DynStore = Arc::new(Switchable {
             inner: store,
             down: down.clone(),
+            lose_next_put_then_down: AtomicBool::new(false),
         });
         let a = leases(&flaky, &clock, 1, "a");
         let ttl = Duration::from_secs(6);
@@ -568,17 +569,54 @@ async fn with_lease_reports_an_unreachable_store_before_the_lease_expires() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_unsettled_acquire_is_reported_as_ambiguous_not_as_failure() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let down = Arc::new(AtomicBool::new(false));
+        let flaky = Arc::new(Switchable {
+            inner: store.clone(),
+            down: down.clone(),
+            lose_next_put_then_down: AtomicBool::new(true),
+        });
+        let flaky_dyn: DynStore = flaky.clone();
+        let a = leases(&flaky_dyn, &clock, 1, "a");
+        let ttl = Duration::from_secs(10);
+        // The acquire lands, its response is lost, and the store goes down.
+        let err = a.acquire("dim", ttl, Duration::ZERO).await.unwrap_err();
+        assert!(
+            matches!(err, LeaseError::Ambiguous { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains("lapses"), "{name}: {err}");
+        // It had landed: the orphaned lease is taken over once it lapses.
+        down.store(false, Ordering::SeqCst);
+        let b = leases(&store, &clock, 2, "b");
+        let info = b.inspect("dim").await.unwrap().unwrap();
+        assert!(info.owner.starts_with("a-") && !info.released, "{name}");
+        let t0 = clock.now();
+        let lb = b
+            .acquire("dim", ttl, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(clock.now().duration_since(t0).unwrap() <= ttl + SKEW + Duration::from_millis(100));
+        assert!(lb.token() > info.token, "{name}");
+    }
+}
+
 fn ifmatch_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
 }
 
-/// A store that answers `Unavailable` to everything while `down` is set.
+/// A store that answers `Unavailable` to everything while `down` is set, and
+/// can lose the response of its next put and then go down.
 #[derive(Debug)]
 struct Switchable {
     inner: DynStore,
     down: Arc<AtomicBool>,
+    lose_next_put_then_down: AtomicBool,
 }
 
 impl Switchable {
@@ -613,7 +651,15 @@ impl Store for Switchable {
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
         self.check()?;
-        self.inner.put(key, body, opts).await
+        let landed = self.inner.put(key, body, opts).await;
+        if self.lose_next_put_then_down.swap(false, Ordering::SeqCst) {
+            self.down.store(true, Ordering::SeqCst);
+            return Err(Error::Ambiguous {
+                key: key.to_string(),
+                message: format!("response lost ({:?})", landed.map(|_| "landed")),
+            });
+        }
+        landed
     }
     async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
         self.check()?;
