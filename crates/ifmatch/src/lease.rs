@@ -42,6 +42,13 @@
 //! [`Leases::with_retention`]). Pass the token to [`fenced_put`] so storage
 //! rejects a write from a holder that was paused past its lease.
 //!
+//! ## Record format
+//!
+//! The record is JSON: `{"name", "state": "held" | "released", "owner",
+//! "token", "acquired_at_ms", "expires_at_ms", "updated_at_ms"}` (times in ms
+//! since the epoch, by the writer's clock). Its store `expires_at` is the
+//! lease's expiry plus the retention, so DynamoDB TTL removes abandoned records.
+//!
 //! ## Waiting, expiry and clock skew
 //!
 //! A waiter does not sleep a whole TTL: it reads the record's expiry and sleeps
