@@ -15,6 +15,10 @@
 //! - [`retry`]: capped exponential backoff with full jitter, attempt limits, deadlines.
 //! - [`update`]: the retrying read-modify-write loop that never loses or
 //!   double-applies a write.
+//! - [`lease`]: named distributed locks with TTL, renewal, owner-only release
+//!   and fencing tokens that strictly increase per name.
+//! - [`idempotency`]: run a handler once per key however often a message is
+//!   delivered; duplicates get the stored result.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //! - [`accounts`]: users with a conditional create, argon2id password hashes
 //!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
@@ -41,7 +45,9 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod idempotency;
 pub mod key;
+pub mod lease;
 pub mod retry;
 pub mod store;
 pub mod update;

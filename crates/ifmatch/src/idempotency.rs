@@ -1,0 +1,807 @@
+//! Idempotency: run a handler once per key, however often a message is delivered.
+//!
+//! [`Idempotency::run`] is for queue consumers and API handlers that may see
+//! the same request more than once (SQS delivers at least once; clients
+//! retry). The first caller **claims** the key with a create-if-absent write
+//! (an `in_progress` record with a hash of the payload), runs the handler and
+//! stores its result (`completed`), with a write conditional on its own
+//! claim's version. Every later caller with the same key gets the stored
+//! result without running the handler.
+//!
+//! - A concurrent duplicate (the claim is still in progress) gets
+//!   [`IdempotencyError::InProgress`], or, with [`Idempotency::with_wait`],
+//!   polls (with jitter, on the injected clock) until the result is stored.
+//! - The same key with a different payload is [`IdempotencyError::PayloadMismatch`].
+//! - A handler failure deletes the claim (conditionally) so a retry can run.
+//! - A claim older than the in-progress timeout (10 minutes by default: its
+//!   worker probably died) is taken over with a write conditional on the
+//!   stale claim's version, so of two workers taking it over one wins.
+//! - Completed records expire (after an hour by default) and then count as
+//!   absent; they are replaced with a conditional write, never overwritten
+//!   blindly. Every record carries its expiry as the store's `expires_at`, so
+//!   DynamoDB TTL removes them.
+//! - An optional bounded in-process cache ([`Idempotency::with_cache`]) answers
+//!   repeated duplicates without a read.
+//!
+//! If the handler panics or its process dies, the claim stays until the
+//! in-progress timeout: keep that timeout well above the handler's longest run.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use ifmatch::idempotency::{Idempotency, Outcome};
+//!
+//! let store = ifmatch::store::open("memory://").await?;
+//! let idem = Idempotency::new(store);
+//! let msg = serde_json::json!({"request_id": "r-1", "url": "https://example.com"});
+//! let take = || async { Ok::<_, std::io::Error>("s3://shots/r-1.png".to_string()) };
+//! // The first delivery runs the handler; a redelivery gets the stored result.
+//! assert!(matches!(idem.run("r-1", &msg, take).await, Ok(Outcome::Executed(_))));
+//! let again = idem.run("r-1", &msg, take).await.unwrap();
+//! assert_eq!(again, Outcome::Duplicate("s3://shots/r-1.png".to_string()));
+//! # Ok::<(), ifmatch::Error>(()) }).unwrap();
+//! ```
+//!
+//! ## Results
+//!
+//! Results are any `T: Serialize + DeserializeOwned`, stored as JSON inside the
+//! record (for bytes, use a `Vec<u8>` or a base64 string). Payloads are hashed
+//! (SHA-256) over a canonical JSON form with object keys sorted, so maps with
+//! different iteration orders hash alike.
+//!
+//! ## Record format
+//!
+//! The record at `idempotency/KEY` (prefix configurable) is JSON:
+//! `{"key", "status": "in_progress" | "completed", "payload_hash", "claim_id",
+//! "claimed_at_ms", "updated_at_ms", "expires_at_ms", "result"}`.
+//!
+//! ## Lost responses
+//!
+//! Every claim carries a fresh claim id. When a write's response is lost, the
+//! record is read again: our claim id there means our write landed.
+//!
+//! Unlike the seed's consumer (read, then write in two steps), only the
+//! conditional writes decide anything here; reads only choose which write to try.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::clock::{DynClock, SharedRng};
+use crate::error::Error;
+use crate::lease::to_ms;
+use crate::retry::RetryPolicy;
+use crate::store::{Condition, DynStore, Metadata, PutOptions, Version};
+
+/// The default key prefix of idempotency records.
+pub const DEFAULT_PREFIX: &str = "idempotency/";
+
+/// The state of an idempotency record.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// A worker claimed the key and is running the handler.
+    InProgress,
+    /// The handler finished; the record holds its result.
+    Completed,
+}
+
+impl fmt::Display for RecordState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordState::InProgress => "in-progress",
+            RecordState::Completed => "completed",
+        })
+    }
+}
+
+/// The JSON body of an idempotency record.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Record {
+    key: String,
+    status: RecordState,
+    payload_hash: String,
+    claim_id: String,
+    claimed_at_ms: u64,
+    updated_at_ms: u64,
+    /// In progress: when the claim goes stale. Completed: when the result expires.
+    expires_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+}
+
+/// What [`Idempotency::run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// This call ran the handler; here is its result (now stored).
+    Executed(T),
+    /// An earlier call ran the handler; here is the result it stored.
+    Duplicate(T),
+}
+
+impl<T> Outcome<T> {
+    /// The result, whoever produced it.
+    pub fn value(&self) -> &T {
+        match self {
+            Outcome::Executed(v) | Outcome::Duplicate(v) => v,
+        }
+    }
+    /// The result, whoever produced it.
+    pub fn into_value(self) -> T {
+        match self {
+            Outcome::Executed(v) | Outcome::Duplicate(v) => v,
+        }
+    }
+    /// True if the stored result of an earlier call was returned.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Outcome::Duplicate(_))
+    }
+}
+
+/// Why [`Idempotency::run`] failed. `E` is the handler's error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdempotencyError<E> {
+    /// Another worker holds a fresh claim on the key (after any configured wait).
+    #[error(
+        "idempotency key '{key}' found in-progress: another worker claimed it {age:?} ago (stale after {timeout:?}); waited {waited:?}"
+    )]
+    InProgress {
+        /// The key.
+        key: String,
+        /// How old the claim is.
+        age: Duration,
+        /// The in-progress timeout after which it may be taken over.
+        timeout: Duration,
+        /// How long this call waited for it.
+        waited: Duration,
+    },
+    /// The key was used before with a different payload.
+    #[error(
+        "idempotency key '{key}' found {state} for a different payload (stored hash {stored}, this payload {given})"
+    )]
+    PayloadMismatch {
+        /// The key.
+        key: String,
+        /// The state of the record found.
+        state: RecordState,
+        /// The stored payload hash (hex SHA-256).
+        stored: String,
+        /// This call's payload hash.
+        given: String,
+    },
+    /// The handler failed; the claim was released (if `released`) so a retry can run.
+    #[error("handler for idempotency key '{key}' failed ({}): {source}", if *released { "claim released, a retry may run" } else { "claim could not be released; it goes stale after the in-progress timeout" })]
+    Handler {
+        /// The key.
+        key: String,
+        /// Whether the claim was deleted.
+        released: bool,
+        /// The handler's error.
+        #[source]
+        source: E,
+    },
+    /// The handler ran, but its result could not be stored (claim taken over, or store failure).
+    #[error("handler for idempotency key '{key}' ran but its result was not stored: {reason}")]
+    NotSaved {
+        /// The key.
+        key: String,
+        /// The handler's result, as JSON.
+        result: Value,
+        /// Why it was not stored.
+        reason: String,
+    },
+    /// A stored record could not be read, or a value could not be encoded.
+    #[error("idempotency key '{key}': {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key is not valid, or a setting is not.
+    #[error("invalid idempotency request: {0}")]
+    Invalid(String),
+    /// The store failed (non-retryable, or retryable beyond the budget).
+    #[error("idempotency key '{key}': {source}")]
+    Store {
+        /// The key.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: Error,
+    },
+}
+
+impl<E> IdempotencyError<E> {
+    /// The classification, for exit codes and HTTP statuses (a handler failure is `Other`).
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            IdempotencyError::InProgress { .. } | IdempotencyError::PayloadMismatch { .. } => {
+                crate::ErrorKind::Conflict
+            }
+            IdempotencyError::Invalid(_) => crate::ErrorKind::Invalid,
+            IdempotencyError::Store { source, .. } => source.kind(),
+            _ => crate::ErrorKind::Other,
+        }
+    }
+}
+
+/// A bounded least-recently-used cache of completed results.
+#[derive(Debug, Default)]
+struct Cache {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<String, CacheEntry>,
+    order: BTreeMap<u64, String>,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    hash: String,
+    result: Value,
+    expires_at_ms: u64,
+    tick: u64,
+}
+
+impl Cache {
+    fn get(&mut self, key: &str, now_ms: u64) -> Option<(String, Value)> {
+        let expired = self.entries.get(key)?.expires_at_ms <= now_ms;
+        if expired {
+            self.remove(key);
+            return None;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.entries.get_mut(key)?;
+        self.order.remove(&e.tick);
+        e.tick = tick;
+        self.order.insert(tick, key.to_string());
+        Some((e.hash.clone(), e.result.clone()))
+    }
+
+    fn put(&mut self, key: &str, hash: &str, result: &Value, expires_at_ms: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        self.remove(key);
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key.to_string());
+        self.entries.insert(
+            key.to_string(),
+            CacheEntry {
+                hash: hash.to_string(),
+                result: result.clone(),
+                expires_at_ms,
+                tick: self.tick,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.entries.remove(key) {
+            self.order.remove(&e.tick);
+        }
+    }
+}
+
+/// Idempotent execution over one store; cheap to clone (clones share the cache).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    store: DynStore,
+    prefix: String,
+    in_progress_timeout: Duration,
+    completed_ttl: Duration,
+    wait: Duration,
+    poll: Duration,
+    retry: RetryPolicy,
+    cache: Arc<Mutex<Cache>>,
+}
+
+impl Idempotency {
+    /// Records under `idempotency/` in `store`; 10 minute in-progress timeout,
+    /// 1 hour result expiry, no waiting for concurrent duplicates, no cache.
+    pub fn new(store: DynStore) -> Self {
+        Idempotency {
+            store,
+            prefix: DEFAULT_PREFIX.to_string(),
+            in_progress_timeout: Duration::from_secs(600),
+            completed_ttl: Duration::from_secs(3600),
+            wait: Duration::ZERO,
+            poll: Duration::from_millis(200),
+            retry: RetryPolicy::default(),
+            cache: Arc::default(),
+        }
+    }
+    /// Keeps records under `prefix`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// How old an in-progress claim must be before another worker may take it over.
+    pub fn with_in_progress_timeout(mut self, timeout: Duration) -> Self {
+        self.in_progress_timeout = timeout;
+        self
+    }
+    /// How long a completed result is kept (and returned to duplicates).
+    pub fn with_completed_ttl(mut self, ttl: Duration) -> Self {
+        self.completed_ttl = ttl;
+        self
+    }
+    /// Lets a concurrent duplicate wait up to `wait` for the result, reading
+    /// the record about every `poll` (jittered between half and all of it).
+    pub fn with_wait(mut self, wait: Duration, poll: Duration) -> Self {
+        self.wait = wait;
+        self.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+    /// Keeps up to `capacity` completed results in process (0 turns the cache off).
+    pub fn with_cache(self, capacity: usize) -> Self {
+        let cache = Cache {
+            capacity,
+            ..Cache::default()
+        };
+        Idempotency {
+            cache: Arc::new(Mutex::new(cache)),
+            ..self
+        }
+    }
+    /// The retry policy for transient store errors; its clock and generator are used throughout.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// Sets the clock (also the retry policy's).
+    pub fn with_clock(mut self, clock: DynClock) -> Self {
+        self.retry.clock = clock;
+        self
+    }
+    /// Sets the random generator (also the retry policy's).
+    pub fn with_rng(mut self, rng: SharedRng) -> Self {
+        self.retry.rng = rng;
+        self
+    }
+    /// The key of the record for idempotency key `key`.
+    pub fn record_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn now_ms(&self) -> u64 {
+        to_ms(self.retry.clock.now())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // Every cache mutation leaves it consistent, so a poisoned lock is usable.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn read<E>(&self, key: &str) -> Result<Option<(Record, Version)>, IdempotencyError<E>> {
+        let rkey = self.record_key(key);
+        let got = self
+            .retry
+            .run(|| async {
+                match self.store.get(&rkey).await {
+                    Ok(o) => Ok(Some(o)),
+                    Err(Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(|source| IdempotencyError::Store {
+                key: key.to_string(),
+                source,
+            })?;
+        match got {
+            None => Ok(None),
+            Some(o) => {
+                let rec: Record =
+                    serde_json::from_slice(&o.body).map_err(|e| IdempotencyError::Corrupt {
+                        key: key.to_string(),
+                        message: format!("record at '{rkey}' is not an idempotency record: {e}"),
+                    })?;
+                Ok(Some((rec, o.meta.version)))
+            }
+        }
+    }
+
+    async fn write(&self, rec: &Record, condition: Condition) -> Result<Version, Error> {
+        let body = serde_json::to_vec(rec).map_err(|e| Error::other("cannot encode record", e))?;
+        let opts = PutOptions {
+            condition,
+            metadata: Metadata::new(),
+            expires_at: Some(rec.expires_at_ms.div_ceil(1000)),
+        };
+        self.store
+            .put(&self.record_key(&rec.key), Bytes::from(body), opts)
+            .await
+    }
+
+    fn expired(&self, rec: &Record, now_ms: u64) -> bool {
+        now_ms >= rec.expires_at_ms
+    }
+
+    /// Runs `handler` once for `key`: see the module docs.
+    ///
+    /// `payload` is the request the key stands for; its hash is stored with
+    /// the claim so a reuse of the key for another payload is caught.
+    pub async fn run<P, T, E, F, Fut>(
+        &self,
+        key: &str,
+        payload: &P,
+        handler: F,
+    ) -> Result<Outcome<T>, IdempotencyError<E>>
+    where
+        P: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        crate::key::validate_key(&self.record_key(key))
+            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
+        let hash = payload_hash(payload).map_err(|e| IdempotencyError::Corrupt {
+            key: key.to_string(),
+            message: format!("cannot encode the payload: {e}"),
+        })?;
+        let decode = |v: Value| {
+            serde_json::from_value::<T>(v).map_err(|e| IdempotencyError::Corrupt {
+                key: key.to_string(),
+                message: format!("stored result is not of the expected type: {e}"),
+            })
+        };
+        let cached = self.cache().get(key, self.now_ms());
+        if let Some((stored, result)) = cached {
+            if stored != hash {
+                return Err(IdempotencyError::PayloadMismatch {
+                    key: key.to_string(),
+                    state: RecordState::Completed,
+                    stored,
+                    given: hash,
+                });
+            }
+            return Ok(Outcome::Duplicate(decode(result)?));
+        }
+
+        let claim_id = format!(
+            "{:016x}{:016x}",
+            self.retry.rng.next_u64(),
+            self.retry.rng.next_u64()
+        );
+        let started = self.retry.clock.now();
+        let mut failures = 0u32;
+        let claim = loop {
+            let current = self.read(key).await?;
+            let now_ms = self.now_ms();
+            let condition = match current {
+                None => Condition::Absent,
+                Some((rec, version)) => {
+                    if rec.claim_id == claim_id && rec.status == RecordState::InProgress {
+                        // Our claim, whose response was lost, landed.
+                        break ClaimHeld { version, rec };
+                    }
+                    if self.expired(&rec, now_ms) {
+                        if rec.status == RecordState::InProgress {
+                            tracing::warn!(
+                                key,
+                                age_ms = now_ms.saturating_sub(rec.claimed_at_ms),
+                                "idempotency claim is stale; taking it over"
+                            );
+                        }
+                        Condition::Matches(version)
+                    } else if rec.payload_hash != hash {
+                        return Err(IdempotencyError::PayloadMismatch {
+                            key: key.to_string(),
+                            state: rec.status,
+                            stored: rec.payload_hash,
+                            given: hash,
+                        });
+                    } else if rec.status == RecordState::Completed {
+                        let result = rec.result.unwrap_or(Value::Null);
+                        self.cache().put(key, &hash, &result, rec.expires_at_ms);
+                        return Ok(Outcome::Duplicate(decode(result)?));
+                    } else {
+                        let waited = self
+                            .retry
+                            .clock
+                            .now()
+                            .duration_since(started)
+                            .unwrap_or_default();
+                        if waited >= self.wait {
+                            return Err(IdempotencyError::InProgress {
+                                key: key.to_string(),
+                                age: Duration::from_millis(
+                                    now_ms.saturating_sub(rec.claimed_at_ms),
+                                ),
+                                timeout: self.in_progress_timeout,
+                                waited,
+                            });
+                        }
+                        let poll_ms = self.poll.as_millis().max(1) as u64;
+                        let nap = Duration::from_millis(
+                            poll_ms / 2 + self.retry.rng.up_to(poll_ms - poll_ms / 2),
+                        )
+                        .min(self.wait - waited)
+                        .min(Duration::from_millis(
+                            rec.expires_at_ms.saturating_sub(now_ms) + 1,
+                        ));
+                        self.retry.clock.sleep(nap).await;
+                        continue;
+                    }
+                }
+            };
+            let now_ms = self.now_ms();
+            let rec = Record {
+                key: key.to_string(),
+                status: RecordState::InProgress,
+                payload_hash: hash.clone(),
+                claim_id: claim_id.clone(),
+                claimed_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                expires_at_ms: now_ms.saturating_add(self.in_progress_timeout.as_millis() as u64),
+                result: None,
+            };
+            match self.write(&rec, condition).await {
+                Ok(version) => break ClaimHeld { version, rec },
+                // Another worker moved first, or our write's fate is unknown:
+                // the next read decides (our claim id there means it landed).
+                Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Ambiguous { .. }) => {}
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    if failures >= self.retry.max_attempts {
+                        return Err(IdempotencyError::Store {
+                            key: key.to_string(),
+                            source: crate::retry::exhausted(e, failures),
+                        });
+                    }
+                    self.retry.clock.sleep(self.retry.delay(failures - 1)).await;
+                }
+                Err(e) => {
+                    return Err(IdempotencyError::Store {
+                        key: key.to_string(),
+                        source: e,
+                    });
+                }
+            }
+        };
+
+        match handler().await {
+            Ok(value) => {
+                let result = match serde_json::to_value(&value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.release(key, claim).await;
+                        return Err(IdempotencyError::Corrupt {
+                            key: key.to_string(),
+                            message: format!("cannot encode the handler's result: {e}"),
+                        });
+                    }
+                };
+                match self.complete(key, claim, result).await {
+                    Ok(()) => Ok(Outcome::Executed(value)),
+                    Err((result, reason)) => Err(IdempotencyError::NotSaved {
+                        key: key.to_string(),
+                        result,
+                        reason,
+                    }),
+                }
+            }
+            Err(source) => {
+                let released = self.release(key, claim).await;
+                Err(IdempotencyError::Handler {
+                    key: key.to_string(),
+                    released,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Stores the result over our claim. On failure, gives the result back with the reason.
+    async fn complete(
+        &self,
+        key: &str,
+        claim: ClaimHeld,
+        result: Value,
+    ) -> Result<(), (Value, String)> {
+        let ClaimHeld { mut version, rec } = claim;
+        let mut attempts = self.retry.start();
+        loop {
+            attempts.begin();
+            let now_ms = self.now_ms();
+            let done = Record {
+                status: RecordState::Completed,
+                updated_at_ms: now_ms,
+                expires_at_ms: now_ms.saturating_add(self.completed_ttl.as_millis() as u64),
+                result: Some(result.clone()),
+                ..rec.clone()
+            };
+            let transient = match self.write(&done, Condition::Matches(version.clone())).await {
+                Ok(_) => {
+                    self.cache()
+                        .put(key, &rec.payload_hash, &result, done.expires_at_ms);
+                    return Ok(());
+                }
+                Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Ambiguous { .. }) => {
+                    match self.read::<std::convert::Infallible>(key).await {
+                        Ok(Some((cur, v))) if cur.claim_id == rec.claim_id => {
+                            if cur.status == RecordState::Completed {
+                                self.cache().put(
+                                    key,
+                                    &rec.payload_hash,
+                                    &result,
+                                    cur.expires_at_ms,
+                                );
+                                return Ok(());
+                            }
+                            version = v;
+                            None
+                        }
+                        Ok(Some((cur, _))) => {
+                            return Err((
+                                result,
+                                format!(
+                                    "our claim went stale and was taken over; found {} (claimed at {} ms)",
+                                    cur.status, cur.claimed_at_ms
+                                ),
+                            ));
+                        }
+                        Ok(None) => {
+                            return Err((
+                                result,
+                                "our claim went stale and the record was removed".to_string(),
+                            ));
+                        }
+                        Err(e) => Some(e.to_string()),
+                    }
+                }
+                Err(e) if e.is_retryable() => Some(e.to_string()),
+                Err(e) => return Err((result, e.to_string())),
+            };
+            if !attempts.backoff().await {
+                let reason = transient.unwrap_or_else(|| "the store kept failing".to_string());
+                return Err((
+                    result,
+                    format!("{reason} (gave up after {} attempts)", attempts.made()),
+                ));
+            }
+        }
+    }
+
+    /// Deletes our claim so a retry can run; true if it is gone (or no longer ours).
+    async fn release(&self, key: &str, claim: ClaimHeld) -> bool {
+        let ClaimHeld { mut version, rec } = claim;
+        let rkey = self.record_key(key);
+        let mut attempts = self.retry.start();
+        loop {
+            attempts.begin();
+            match self
+                .store
+                .delete(&rkey, Condition::Matches(version.clone()))
+                .await
+            {
+                Ok(()) => return true,
+                Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Ambiguous { .. }) => {
+                    match self.read::<std::convert::Infallible>(key).await {
+                        Ok(Some((cur, v)))
+                            if cur.claim_id == rec.claim_id
+                                && cur.status == RecordState::InProgress =>
+                        {
+                            version = v;
+                        }
+                        // Gone, or someone else's now: nothing of ours to release.
+                        Ok(_) => return true,
+                        Err(e) => {
+                            tracing::warn!(key, error = %e, "cannot check the idempotency claim");
+                        }
+                    }
+                }
+                Err(e) if e.is_retryable() => {}
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cannot release the idempotency claim");
+                    return false;
+                }
+            }
+            if !attempts.backoff().await {
+                tracing::warn!(
+                    key,
+                    "gave up releasing the idempotency claim; it will go stale"
+                );
+                return false;
+            }
+        }
+    }
+}
+
+/// A claim this call holds: its record and the version of our write.
+struct ClaimHeld {
+    version: Version,
+    rec: Record,
+}
+
+/// The hex SHA-256 of `payload`'s canonical JSON (object keys sorted).
+pub fn payload_hash<P: Serialize + ?Sized>(payload: &P) -> Result<String, serde_json::Error> {
+    let value = serde_json::to_value(payload)?;
+    let mut canonical = Vec::new();
+    write_canonical(&value, &mut canonical)?;
+    let digest = Sha256::digest(&canonical);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                if let Some(x) = map.get(k) {
+                    write_canonical(x, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out)?;
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_hash_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(payload_hash(&a).unwrap(), payload_hash(&b).unwrap());
+        assert_ne!(
+            payload_hash(&a).unwrap(),
+            payload_hash(&serde_json::json!({"b": 2})).unwrap()
+        );
+        assert_eq!(payload_hash("x").unwrap().len(), 64);
+    }
+
+    #[test]
+    fn cache_is_bounded_and_lru() {
+        let mut c = Cache {
+            capacity: 2,
+            ..Cache::default()
+        };
+        c.put("a", "h", &Value::from(1), 100);
+        c.put("b", "h", &Value::from(2), 100);
+        assert!(c.get("a", 0).is_some()); // a is now the most recent
+        c.put("c", "h", &Value::from(3), 100);
+        assert!(c.get("b", 0).is_none());
+        assert!(c.get("a", 0).is_some());
+        assert!(c.get("c", 0).is_some());
+        assert!(c.get("c", 100).is_none(), "expired entries are dropped");
+        assert_eq!(c.entries.len(), 1);
+        assert_eq!(c.order.len(), 1);
+    }
+}

@@ -1,0 +1,672 @@
+//! Leases: mutual exclusion under contention (also with lost responses),
+//! takeover of a silent holder within ttl + skew, owner-only renew and
+//! release, fencing, and `with_lease` renewal and loss reporting.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ifmatch::clock::{DynClock, SharedRng, SystemClock};
+use ifmatch::lease::{FenceError, LeaseError, LeaseStatus, Leases, fenced_put, stored_token};
+use ifmatch::retry::RetryPolicy;
+use ifmatch::store::fault::{FaultConfig, FaultStore};
+use ifmatch::store::{
+    Condition, DynStore, Fetch, ListPage, ListResult, Metadata, Object, ObjectMeta, PutOptions,
+    Store, Version,
+};
+use ifmatch::{Error, Result};
+
+use crate::backends::backends;
+
+const SKEW: Duration = Duration::from_millis(500);
+
+fn leases(store: &DynStore, clock: &DynClock, seed: u64, who: &str) -> Leases {
+    Leases::new(store.clone())
+        .with_clock(clock.clone())
+        .with_rng(SharedRng::seeded(seed))
+        .with_skew(SKEW)
+        .with_poll_interval(Duration::from_millis(100))
+        .with_holder_name(who)
+}
+
+fn policy(clock: &DynClock, seed: u64) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_clock(clock.clone())
+        .with_rng(SharedRng::seeded(seed))
+}
+
+/// One holder's tenure as the contender saw it.
+#[derive(Debug, Clone)]
+struct Tenure {
+    token: u64,
+    owner: String,
+    acquired_at: SystemTime,
+    released_at: SystemTime,
+}
+
+/// `contenders` workers take the lease `rounds` times each; returns every tenure.
+async fn contend(store: DynStore, contenders: usize, rounds: usize) -> Vec<Tenure> {
+    let clock: DynClock = SystemClock::shared();
+    let history = Arc::new(Mutex::new(Vec::<Tenure>::new()));
+    let holding = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..contenders {
+        let l = leases(&store, &clock, 1000 + c as u64, &format!("c{c}"));
+        let clock = clock.clone();
+        let history = history.clone();
+        let holding = holding.clone();
+        let rng = SharedRng::seeded(5000 + c as u64);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..rounds {
+                let lease = l
+                    .acquire("job", Duration::from_secs(10), Duration::from_secs(3600))
+                    .await
+                    .expect("acquire within the wait budget");
+                let acquired_at = clock.now();
+                assert_eq!(
+                    holding.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
+                // Work for a while (well inside the TTL), yielding to the others.
+                clock.sleep(Duration::from_millis(rng.up_to(40))).await;
+                tokio::task::yield_now().await;
+                holding.fetch_sub(1, Ordering::SeqCst);
+                let released_at = clock.now();
+                l.release(&lease).await.expect("the owner can release");
+                history.lock().unwrap().push(Tenure {
+                    token: lease.token(),
+                    owner: lease.owner().to_string(),
+                    acquired_at,
+                    released_at,
+                });
+                clock.sleep(Duration::from_millis(rng.up_to(30))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut h = history.lock().unwrap().clone();
+    h.sort_by_key(|t| (t.acquired_at, t.token));
+    h
+}
+
+/// Checks that tenures never overlap and tokens strictly increase in time order.
+fn check_history(name: &str, h: &[Tenure], expected: usize) {
+    assert_eq!(h.len(), expected, "{name}: every round got the lease");
+    for pair in h.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            b.acquired_at >= a.released_at,
+            "{name}: {} acquired at {:?} before {} released at {:?}",
+            b.owner,
+            b.acquired_at,
+            a.owner,
+            a.released_at
+        );
+        assert!(
+            b.token > a.token,
+            "{name}: token {} after token {}",
+            b.token,
+            a.token
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_two_contenders_never_overlap_and_tokens_increase() {
+    for (name, store) in backends() {
+        let h = contend(store.clone(), 32, 4).await;
+        check_history(name, &h, 32 * 4);
+        // The record keeps the last token after release.
+        let clock: DynClock = SystemClock::shared();
+        let info = leases(&store, &clock, 1, "x")
+            .inspect("job")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(info.released, "{name}");
+        assert_eq!(info.token, h.last().unwrap().token, "{name}");
+    }
+}
+
+/// Contention through a [`FaultStore`]: the tenures must still never overlap.
+async fn contend_through_faults(config: FaultConfig, seed: u64) {
+    for (name, store) in backends() {
+        let fault = Arc::new(FaultStore::new(
+            store,
+            config.clone(),
+            SharedRng::seeded(seed),
+        ));
+        let h = contend(fault.clone(), 32, 3).await;
+        check_history(name, &h, 32 * 3);
+        let c = fault.counters();
+        let lost = c.lost_responses.load(Ordering::Relaxed);
+        assert!(
+            lost > 10,
+            "{name}: only {lost} lost responses were injected"
+        );
+        if config.error_rate > 0.0 {
+            assert!(c.errors.load(Ordering::Relaxed) > 10, "{name}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn contention_with_lost_responses_keeps_the_invariants() {
+    // A lost acquire response may hide a lease that is ours: it is settled by
+    // re-reading for our owner id, never by assuming either way.
+    let config = FaultConfig {
+        lost_response_rate: 0.10,
+        ..FaultConfig::default()
+    };
+    contend_through_faults(config, 42).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn contention_with_errors_and_lost_responses_keeps_the_invariants() {
+    let config = FaultConfig {
+        error_rate: 0.05,
+        lost_response_rate: 0.10,
+        ..FaultConfig::default()
+    };
+    contend_through_faults(config, 43).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_holder_is_taken_over_within_ttl_plus_skew() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let ttl = Duration::from_secs(10);
+        // Long polls: the waiter must wake on the expiry it read, not on a poll.
+        let a = leases(&store, &clock, 1, "a").with_poll_interval(Duration::from_secs(3600));
+        let b = leases(&store, &clock, 2, "b").with_poll_interval(Duration::from_secs(3600));
+        let mut la = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
+        let t0 = clock.now();
+
+        // Until the lease lapses, others are told who holds it and for how long.
+        match b.acquire("res", ttl, Duration::ZERO).await {
+            Err(e @ LeaseError::Held { .. }) => {
+                let LeaseError::Held {
+                    ref holder,
+                    expires_in,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(holder, la.owner(), "{name}");
+                assert!(expires_in <= ttl && expires_in > ttl - Duration::from_secs(1));
+                assert!(e.to_string().contains("res"), "{name}: {e}");
+            }
+            other => panic!("{name}: expected Held, got {other:?}"),
+        }
+
+        // A stops renewing (paused, crashed). B waits and takes over.
+        clock.sleep(Duration::from_secs(7)).await;
+        let lb = b
+            .acquire("res", ttl, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let took = clock.now().duration_since(t0).unwrap();
+        assert!(
+            took >= ttl + SKEW,
+            "{name}: taken over too early, after {took:?}"
+        );
+        assert!(
+            took <= ttl + SKEW + Duration::from_millis(100),
+            "{name}: takeover took {took:?}, not within ttl + skew"
+        );
+        assert!(lb.token() > la.token(), "{name}");
+
+        // A, waking up, can neither renew nor release.
+        match a.renew(&mut la).await {
+            Err(LeaseError::NotOwner { holder, .. }) => {
+                assert_eq!(holder.as_deref(), Some(lb.owner()), "{name}")
+            }
+            other => panic!("{name}: renew by a non-owner: {other:?}"),
+        }
+        assert!(
+            matches!(a.release(&la).await, Err(LeaseError::NotOwner { .. })),
+            "{name}"
+        );
+        // B still holds it, and can renew and release; releasing twice is fine.
+        let mut lb = lb;
+        let before = lb.expires_at();
+        clock.sleep(Duration::from_secs(1)).await;
+        b.renew(&mut lb).await.unwrap();
+        assert!(lb.expires_at() > before, "{name}");
+        b.release(&lb).await.unwrap();
+        b.release(&lb).await.unwrap();
+        // After B released, neither stale handle renews.
+        assert!(matches!(
+            b.renew(&mut lb).await,
+            Err(LeaseError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            a.renew(&mut la).await,
+            Err(LeaseError::NotOwner { .. })
+        ));
+
+        // A released lease is free at once, and the token keeps growing.
+        let lc = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
+        assert!(lc.token() > lb.token(), "{name}");
+        // A stale handle cannot release the new holder's lease.
+        assert!(matches!(
+            b.release(&lb).await,
+            Err(LeaseError::NotOwner { .. })
+        ));
+        a.release(&lc).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_sees_an_early_release_without_waiting_for_expiry() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&store, &clock, 1, "a");
+        let b = leases(&store, &clock, 2, "b");
+        let la = a
+            .acquire("early", Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
+        let t0 = clock.now();
+        let waiter = tokio::spawn(async move {
+            b.acquire("early", Duration::from_secs(60), Duration::from_secs(120))
+                .await
+        });
+        clock.sleep(Duration::from_secs(2)).await;
+        a.release(&la).await.unwrap();
+        let lb = waiter.await.unwrap().unwrap();
+        let waited = clock.now().duration_since(t0).unwrap();
+        assert!(
+            waited < Duration::from_millis(2200),
+            "{name}: waited {waited:?}"
+        );
+        assert!(lb.token() > la.token(), "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_budget_ends_in_held() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&store, &clock, 1, "a");
+        let b = leases(&store, &clock, 2, "b");
+        let _la = a
+            .acquire("busy", Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
+        let t0 = clock.now();
+        let err = b
+            .acquire("busy", Duration::from_secs(60), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let waited = clock.now().duration_since(t0).unwrap();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+            "{name}: {waited:?}"
+        );
+        match err {
+            LeaseError::Held { expires_in, .. } => {
+                assert!(
+                    expires_in <= Duration::from_secs(55),
+                    "{name}: {expires_in:?}"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fenced_writes_reject_older_tokens() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let p = policy(&clock, 3);
+        let a = leases(&store, &clock, 1, "a");
+        let ttl = Duration::from_secs(5);
+        let la = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
+        fenced_put(
+            &*store,
+            "data/x",
+            "from a".into(),
+            la.token(),
+            Metadata::new(),
+            &p,
+        )
+        .await
+        .unwrap();
+        // The same holder may write again.
+        fenced_put(
+            &*store,
+            "data/x",
+            "a again".into(),
+            la.token(),
+            Metadata::new(),
+            &p,
+        )
+        .await
+        .unwrap();
+        // A pauses past its lease; B takes over and writes.
+        clock.sleep(ttl + SKEW).await;
+        let lb = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
+        assert!(lb.token() > la.token());
+        let mut md = Metadata::new();
+        md.insert("writer".into(), "b".into());
+        fenced_put(&*store, "data/x", "from b".into(), lb.token(), md, &p)
+            .await
+            .unwrap();
+        // A wakes up and writes with its old token: refused, B's value stays.
+        let err = fenced_put(
+            &*store,
+            "data/x",
+            "stale".into(),
+            la.token(),
+            Metadata::new(),
+            &p,
+        )
+        .await
+        .unwrap_err();
+        match &err {
+            FenceError::Stale { token, stored, .. } => {
+                assert_eq!((*token, *stored), (la.token(), lb.token()), "{name}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(err.to_string().contains("data/x"), "{name}: {err}");
+        let o = store.get("data/x").await.unwrap();
+        assert_eq!(o.body, "from b", "{name}");
+        assert_eq!(o.meta.metadata.get("writer").map(String::as_str), Some("b"));
+        assert_eq!(stored_token(&o.meta).unwrap(), Some(lb.token()), "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_fenced_writers_cannot_both_pass_the_check() {
+    // Many writers with different tokens race; the stored token only ever grows,
+    // and the final value is the one written with the highest token that landed.
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let mut tasks = Vec::new();
+        for t in 1..=16u64 {
+            let store = store.clone();
+            let p = policy(&clock, t).with_max_attempts(100);
+            tasks.push(tokio::spawn(async move {
+                let r = fenced_put(
+                    &*store,
+                    "data/race",
+                    Bytes::from(t.to_string()),
+                    t,
+                    Metadata::new(),
+                    &p,
+                )
+                .await;
+                (t, r)
+            }));
+        }
+        let mut landed = Vec::new();
+        for task in tasks {
+            let (t, r) = task.await.unwrap();
+            match r {
+                Ok(_) => landed.push(t),
+                Err(FenceError::Stale { token, stored, .. }) => assert!(stored > token),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        let o = store.get("data/race").await.unwrap();
+        let max = *landed.iter().max().unwrap();
+        assert_eq!(o.body, max.to_string(), "{name}");
+        assert_eq!(max, 16, "{name}: the highest token always lands");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_lease_renews_while_the_work_runs_and_then_releases() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&store, &clock, 1, "a");
+        let b = leases(&store, &clock, 2, "b");
+        let ttl = Duration::from_secs(3);
+        let out = a
+            .with_lease("long", ttl, Duration::ZERO, |guard| {
+                let b = b.clone();
+                let clock = clock.clone();
+                async move {
+                    // Work for ten TTLs; the lease must stay ours throughout.
+                    for _ in 0..20 {
+                        clock.sleep(Duration::from_millis(1500)).await;
+                        assert!(guard.is_held());
+                        let err = b.acquire("long", ttl, Duration::ZERO).await.unwrap_err();
+                        assert!(matches!(err, LeaseError::Held { .. }));
+                    }
+                    guard.token()
+                }
+            })
+            .await
+            .unwrap();
+        let info = a.inspect("long").await.unwrap().unwrap();
+        assert!(info.released, "{name}");
+        assert_eq!(info.token, out, "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_lease_keeps_the_lease_through_lost_renewal_responses() {
+    // A renewal that landed but lost its response must not look like a lost lease.
+    for (name, store) in backends() {
+        let fault: DynStore = Arc::new(FaultStore::new(
+            store,
+            FaultConfig {
+                lost_response_rate: 0.3,
+                ..FaultConfig::default()
+            },
+            SharedRng::seeded(11),
+        ));
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&fault, &clock, 1, "a");
+        let ttl = Duration::from_secs(3);
+        let held_throughout = a
+            .with_lease("bumpy", ttl, Duration::from_secs(10), |guard| {
+                let clock = clock.clone();
+                async move {
+                    let mut held = true;
+                    for _ in 0..40 {
+                        clock.sleep(Duration::from_millis(500)).await;
+                        held &= guard.is_held();
+                    }
+                    held
+                }
+            })
+            .await
+            .unwrap();
+        assert!(held_throughout, "{name}");
+        let info = a.inspect("bumpy").await.unwrap().unwrap();
+        assert!(info.released, "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_lease_reports_a_lease_lost_to_another_holder() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let a = leases(&store, &clock, 1, "a");
+        let key = a.key("stolen");
+        let status = a
+            .with_lease("stolen", Duration::from_secs(3), Duration::ZERO, |guard| {
+                let store = store.clone();
+                let clock = clock.clone();
+                async move {
+                    clock.sleep(Duration::from_millis(500)).await;
+                    // Simulate a takeover by a worker whose clock ran far ahead.
+                    let now = ifmatch_ms(clock.now());
+                    let intruder = serde_json::json!({
+                        "name": "stolen", "state": "held", "owner": "intruder",
+                        "token": guard.token() + 1, "acquired_at_ms": now,
+                        "expires_at_ms": now + 60_000, "updated_at_ms": now,
+                    });
+                    store
+                        .put(&key, intruder.to_string().into(), PutOptions::any())
+                        .await
+                        .unwrap();
+                    guard.lost().await
+                }
+            })
+            .await
+            .unwrap();
+        match status {
+            LeaseStatus::Lost { holder, found } => {
+                assert_eq!(holder.as_deref(), Some("intruder"), "{name}");
+                assert!(found.contains("intruder"), "{name}: {found}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // The intruder's record was left alone.
+        let info = a.inspect("stolen").await.unwrap().unwrap();
+        assert_eq!(info.owner, "intruder", "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_lease_reports_an_unreachable_store_before_the_lease_expires() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let down = Arc::new(AtomicBool::new(false));
+        let flaky: DynStore = Arc::new(Switchable {
+            inner: store,
+            down: down.clone(),
+            lose_next_put_then_down: AtomicBool::new(false),
+        });
+        let a = leases(&flaky, &clock, 1, "a");
+        let ttl = Duration::from_secs(6);
+        let (status, at, started) = a
+            .with_lease("net", ttl, Duration::ZERO, |guard| {
+                let clock = clock.clone();
+                let down = down.clone();
+                async move {
+                    let started = clock.now();
+                    down.store(true, Ordering::SeqCst);
+                    let s = guard.lost().await;
+                    down.store(false, Ordering::SeqCst);
+                    (s, clock.now(), started)
+                }
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(status, LeaseStatus::Unavailable { .. }),
+            "{name}: {status:?}"
+        );
+        let told = at.duration_since(started).unwrap();
+        assert!(
+            told < ttl - ttl / 3 + Duration::from_millis(10),
+            "{name}: told after {told:?}, too close to the expiry"
+        );
+        assert!(told >= ttl / 3, "{name}: told after {told:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsettled_acquire_is_reported_as_ambiguous_not_as_failure() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let down = Arc::new(AtomicBool::new(false));
+        let flaky = Arc::new(Switchable {
+            inner: store.clone(),
+            down: down.clone(),
+            lose_next_put_then_down: AtomicBool::new(true),
+        });
+        let flaky_dyn: DynStore = flaky.clone();
+        let a = leases(&flaky_dyn, &clock, 1, "a");
+        let ttl = Duration::from_secs(10);
+        // The acquire lands, its response is lost, and the store goes down.
+        let err = a.acquire("dim", ttl, Duration::ZERO).await.unwrap_err();
+        assert!(
+            matches!(err, LeaseError::Ambiguous { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains("lapses"), "{name}: {err}");
+        // It had landed: the orphaned lease is taken over once it lapses.
+        down.store(false, Ordering::SeqCst);
+        let b = leases(&store, &clock, 2, "b");
+        let info = b.inspect("dim").await.unwrap().unwrap();
+        assert!(info.owner.starts_with("a-") && !info.released, "{name}");
+        let t0 = clock.now();
+        let lb = b
+            .acquire("dim", ttl, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(clock.now().duration_since(t0).unwrap() <= ttl + SKEW + Duration::from_millis(100));
+        assert!(lb.token() > info.token, "{name}");
+    }
+}
+
+fn ifmatch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A store that answers `Unavailable` to everything while `down` is set, and
+/// can lose the response of its next put and then go down.
+#[derive(Debug)]
+struct Switchable {
+    inner: DynStore,
+    down: Arc<AtomicBool>,
+    lose_next_put_then_down: AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(Error::Unavailable {
+                message: "switched off".into(),
+                source: None,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    fn describe(&self) -> String {
+        format!("switchable({})", self.inner.describe())
+    }
+    async fn get(&self, key: &str) -> Result<Object> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        self.check()?;
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.check()?;
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        self.check()?;
+        let landed = self.inner.put(key, body, opts).await;
+        if self.lose_next_put_then_down.swap(false, Ordering::SeqCst) {
+            self.down.store(true, Ordering::SeqCst);
+            return Err(Error::Ambiguous {
+                key: key.to_string(),
+                message: format!("response lost ({:?})", landed.map(|_| "landed")),
+            });
+        }
+        landed
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        self.check()?;
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        self.check()?;
+        self.inner.list(prefix, page).await
+    }
+}

@@ -1,0 +1,9 @@
+//! The coordination primitives (leases, idempotency), tested once and run on
+//! every backend that [`backends::backends`] returns.
+//!
+//! Time is tokio's paused clock (through `SystemClock`) or a `ManualClock`,
+//! and randomness is seeded, so nothing here sleeps for real.
+
+mod backends;
+mod idempotency;
+mod lease;
