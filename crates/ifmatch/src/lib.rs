@@ -15,6 +15,10 @@
 //! - [`retry`]: capped exponential backoff with full jitter, attempt limits, deadlines.
 //! - [`update`]: the retrying read-modify-write loop that never loses or
 //!   double-applies a write.
+//! - [`snapshot`]: publish a derived artifact as version n+1 with
+//!   compare-and-swap (superseded builds stop, others rebuild with backoff;
+//!   optional build guard; keep-last-K and rollback), and read it through a
+//!   single-flight cache checked with conditional GETs.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //!
 //! ```
@@ -40,6 +44,7 @@ pub mod clock;
 pub mod error;
 pub mod key;
 pub mod retry;
+pub mod snapshot;
 pub mod store;
 pub mod update;
 
