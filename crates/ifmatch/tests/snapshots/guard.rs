@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use ifmatch::ErrorKind;
-use ifmatch::clock::{SharedRng, SystemClock};
+use ifmatch::clock::SharedRng;
 use ifmatch::snapshot::{BuildGuard, PublishOutcome, Snapshots, StoreBuildGuard};
 
 use crate::backends::backends;
@@ -15,7 +15,7 @@ use crate::{body, config};
 fn guard(store: ifmatch::DynStore, seed: u64) -> Arc<StoreBuildGuard> {
     Arc::new(
         StoreBuildGuard::new(store, Duration::from_secs(30))
-            .with_clock(SystemClock::shared())
+            .with_clock(crate::clock())
             .with_rng(SharedRng::seeded(seed)),
     )
 }
@@ -126,5 +126,49 @@ async fn an_expired_marker_is_taken_over_and_the_old_holder_cannot_release_it() 
             "{label}"
         );
         assert!(a.try_acquire("quotes").await.unwrap().is_some(), "{label}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_holder_delays_the_next_build_only_until_its_marker_expires() {
+    for (label, raw) in backends() {
+        // A worker took the guard and died without releasing it.
+        let crashed = guard(raw.clone(), 1);
+        crashed
+            .try_acquire("quotes")
+            .await
+            .unwrap()
+            .expect("acquired");
+        let s = Snapshots::with_config(raw.clone(), config(2).with_guard(guard(raw.clone(), 2)));
+        let t0 = tokio::time::Instant::now();
+        let out = s
+            .publish("quotes", |ctx| async move { Ok(body(ctx.version, "next")) })
+            .await
+            .unwrap();
+        assert_eq!(out.version(), 1, "{label}");
+        assert!(out.is_published(), "{label}");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "{label}: waited {waited:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unavailable_guard_store_does_not_stop_publishing() {
+    for (label, raw) in backends() {
+        let down = Arc::new(crate::wrappers::Outage::new(raw.clone()));
+        down.set_down(true);
+        let s = Snapshots::with_config(raw.clone(), config(1).with_guard(guard(down.clone(), 1)));
+        let out = s
+            .publish(
+                "quotes",
+                |ctx| async move { Ok(body(ctx.version, "unguarded")) },
+            )
+            .await
+            .unwrap();
+        assert!(out.is_published(), "{label}: {out:?}");
+        assert!(down.failed_calls() > 0, "{label}");
     }
 }

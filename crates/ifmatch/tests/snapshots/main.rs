@@ -12,13 +12,24 @@ mod read;
 mod wrappers;
 
 use ifmatch::DynStore;
-use ifmatch::clock::{SharedRng, SystemClock};
+use ifmatch::clock::{DynClock, SharedRng, SystemClock};
 use ifmatch::snapshot::{SnapshotConfig, Snapshots};
 
-/// The configuration of test publishers: the paused-able system clock and a seeded generator.
+thread_local! {
+    static CLOCK: DynClock = SystemClock::shared();
+}
+
+/// The test's clock: one per test (each test runs on its own thread, on a
+/// current-thread runtime with tokio's paused clock), shared by all its
+/// workers so that their build times compare exactly.
+pub fn clock() -> DynClock {
+    CLOCK.with(|c| c.clone())
+}
+
+/// The configuration of test publishers: the test's clock and a seeded generator.
 pub fn config(seed: u64) -> SnapshotConfig {
     SnapshotConfig::default()
-        .with_clock(SystemClock::shared())
+        .with_clock(clock())
         .with_rng(SharedRng::seeded(seed))
 }
 

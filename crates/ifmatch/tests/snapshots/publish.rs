@@ -478,3 +478,69 @@ async fn lost_responses_and_transient_errors_neither_lose_nor_duplicate_versions
         assert!(lost > 0 && errors > 0, "{label}: faults were injected");
     }
 }
+
+/// Seed 000 phase 2's budget, with full jitter: when older builds keep
+/// winning, a publish rebuilds and retries 5 times in all, sleeping at most
+/// 1 + 2 + 4 + 8 s, then reports the conflict.
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_five_attempts_against_ever_older_winners() {
+    use ifmatch::clock::{ManualClock, SharedRng};
+    use std::time::UNIX_EPOCH;
+    for (label, raw) in backends() {
+        let counted = Arc::new(Counting::new(raw.clone()));
+        let ours = snapshots(counted.clone(), 1);
+        // A worker whose builds always look older than ours (its clock is at the epoch).
+        let old_clock = Arc::new(ManualClock::new(UNIX_EPOCH));
+        let other = Snapshots::with_config(
+            raw.clone(),
+            config(2)
+                .with_clock(old_clock)
+                .with_rng(SharedRng::seeded(2)),
+        );
+        let t0 = tokio::time::Instant::now();
+        let err = ours
+            .publish("quotes", |ctx| {
+                let other = other.clone();
+                async move {
+                    // While we build, an older build lands.
+                    publish_simple(&other, "quotes", "other").await;
+                    Ok::<_, ifmatch::error::BoxError>(body(ctx.version, "ours"))
+                }
+            })
+            .await
+            .unwrap_err();
+        let SnapshotError::Conflict {
+            attempts,
+            conflicts,
+            ..
+        } = err
+        else {
+            panic!("{label}: {err}")
+        };
+        assert_eq!((attempts, conflicts), (5, 5), "{label}");
+        assert_eq!(err_kind_conflict(), ErrorKind::Conflict);
+        assert_eq!(counted.count("put", "head"), 5, "{label}");
+        assert!(
+            t0.elapsed() <= Duration::from_secs(15),
+            "{label}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(ours.metrics().to_map()["failed"], 1, "{label}");
+        // Nothing of ours is left behind.
+        assert_eq!(
+            body_keys(&raw, "quotes").await.len(),
+            5,
+            "{label}: only the other's bodies"
+        );
+    }
+}
+
+fn err_kind_conflict() -> ErrorKind {
+    SnapshotError::Conflict {
+        name: "q".into(),
+        attempts: 1,
+        conflicts: 1,
+        last: ifmatch::Error::conflict("k", ifmatch::Condition::Any, None),
+    }
+    .kind()
+}
