@@ -70,7 +70,9 @@
 //! rest wait on it and take its result), so a burst of requests after a
 //! publish costs one small head request and one body download per process,
 //! not one per request. If the store is unavailable the last good snapshot
-//! is served, with its age and the error ([`Served::stale`]).
+//! is served, with its age and the error ([`Served::stale`]). A failed check
+//! counts against the interval too, so a struggling store is not hammered;
+//! [`SnapshotReader::refresh`] checks at once (still single flight).
 //! [`JsonSnapshotReader`] parses each version once and shares the parsed
 //! `Arc<T>`.
 //!
