@@ -194,3 +194,41 @@ async fn refresh_sees_a_new_version_at_once_and_nothing_published_is_not_found()
         assert_eq!(reader.refresh().await.unwrap().version, 2, "{label}");
     }
 }
+
+/// A reader that read the head just before that version's body was pruned
+/// (keep = 1 and a new publish in between) re-reads the head and gets the new one.
+#[tokio::test(start_paused = true)]
+async fn a_reader_racing_the_pruning_of_its_version_reads_the_newer_one() {
+    use crate::wrappers::BeforeFirstBodyGet;
+    use futures::FutureExt;
+    for (label, raw) in backends() {
+        let publisher = Snapshots::with_config(raw.clone(), crate::config(1).with_keep(1));
+        publish(&publisher, "quotes").await;
+        let p = publisher.clone();
+        let racing = Arc::new(BeforeFirstBodyGet::new(
+            raw.clone(),
+            async move {
+                publish(&p, "quotes").await;
+            }
+            .boxed(),
+        ));
+        let reader = snapshots(racing.clone(), 2).reader("quotes").unwrap();
+        let got = reader.latest().await.unwrap();
+        assert_eq!(got.version, 2, "{label}");
+        assert_eq!(
+            publisher.versions("quotes").await.unwrap().len(),
+            1,
+            "{label}"
+        );
+        // The one-shot uncached read path retries the same way.
+        let racing = Arc::new(BeforeFirstBodyGet::new(raw.clone(), {
+            let p = publisher.clone();
+            async move {
+                publish(&p, "quotes").await;
+            }
+            .boxed()
+        }));
+        let snap = snapshots(racing, 3).latest("quotes").await.unwrap();
+        assert_eq!(snap.version(), 3, "{label}");
+    }
+}

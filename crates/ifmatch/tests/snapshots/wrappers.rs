@@ -152,3 +152,56 @@ impl Store for Outage {
         self.pick().list(prefix, page).await
     }
 }
+
+/// Runs a one-shot action just before the first body download goes through,
+/// to interleave another worker's publish with a reader's fetch.
+pub struct BeforeFirstBodyGet {
+    inner: DynStore,
+    action: tokio::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for BeforeFirstBodyGet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeFirstBodyGet")
+    }
+}
+
+impl BeforeFirstBodyGet {
+    pub fn new(inner: DynStore, action: futures::future::BoxFuture<'static, ()>) -> Self {
+        BeforeFirstBodyGet {
+            inner,
+            action: tokio::sync::Mutex::new(Some(action)),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for BeforeFirstBodyGet {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
+        if part(key) == "body" {
+            let action = self.action.lock().await.take();
+            if let Some(action) = action {
+                action.await;
+            }
+        }
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
+        self.inner.list(prefix, page).await
+    }
+}
