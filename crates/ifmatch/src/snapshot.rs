@@ -1187,14 +1187,10 @@ impl Snapshots {
         let name = keys.name.as_str();
         let mut attempts = policy.start();
         let mut conflicts = 0u32;
-        let mut known: Option<Option<Head>> = None;
         loop {
             attempts.begin();
             inc(&self.metrics.attempts);
-            let base = match known.take() {
-                Some(h) => h,
-                None => self.read_head(keys).await?,
-            };
+            let base = self.read_head(keys).await?;
             let previous = base.as_ref().map(|h| h.record.current().version);
             let version = previous.unwrap_or(0) + 1;
 
