@@ -19,6 +19,10 @@
 //!   and fencing tokens that strictly increase per name.
 //! - [`idempotency`]: run a handler once per key however often a message is
 //!   delivered; duplicates get the stored result.
+//! - [`snapshot`]: publish a derived artifact as version n+1 with
+//!   compare-and-swap (superseded builds stop, others rebuild with backoff;
+//!   optional build guard; keep-last-K and rollback), and read it through a
+//!   single-flight cache checked with conditional GETs.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //! - [`accounts`]: users with a conditional create, argon2id password hashes
 //!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
@@ -49,6 +53,7 @@ pub mod idempotency;
 pub mod key;
 pub mod lease;
 pub mod retry;
+pub mod snapshot;
 pub mod store;
 pub mod update;
 

@@ -18,11 +18,10 @@ use ifmatch::clock::{ManualClock, SharedRng};
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::DynStore;
 
+#[path = "../common/backends.rs"]
 mod backends;
 mod behaviour;
 mod legacy;
-#[path = "../common/remote.rs"]
-mod remote;
 mod seed_5_1;
 mod seed_5_2;
 mod seed_5_3;

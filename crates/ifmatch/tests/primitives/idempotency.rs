@@ -14,7 +14,7 @@ use ifmatch::store::DynStore;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
 use serde::{Deserialize, Serialize};
 
-use crate::backends::backends;
+use crate::backends::local_backends as backends;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Message {

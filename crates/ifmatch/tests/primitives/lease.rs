@@ -18,7 +18,7 @@ use ifmatch::store::{
 };
 use ifmatch::{Error, Result};
 
-use crate::backends::backends;
+use crate::backends::local_backends as backends;
 
 const SKEW: Duration = Duration::from_millis(500);
 

@@ -4,6 +4,7 @@
 //! Time is tokio's paused clock (through `SystemClock`) or a `ManualClock`,
 //! and randomness is seeded, so nothing here sleeps for real.
 
+#[path = "../common/backends.rs"]
 mod backends;
 mod idempotency;
 mod lease;
