@@ -817,6 +817,65 @@ impl BuildGuard for StoreBuildGuard {
     }
 }
 
+/// A [`BuildGuard`] backed by a real lease ([`crate::lease`]): the builder
+/// holds the lease `snapshot-build/NAME` for `ttl` and releases it when done.
+///
+/// Unlike [`StoreBuildGuard`], the lease carries a fencing token and its
+/// takeover after expiry honours the configured clock-skew allowance. A
+/// release that finds the lease expired and taken over is not an error (the
+/// new holder is left alone), as [`BuildGuard::release`] requires.
+#[derive(Debug, Clone)]
+pub struct LeaseBuildGuard {
+    leases: crate::lease::Leases,
+    ttl: Duration,
+}
+
+impl LeaseBuildGuard {
+    /// A guard taking leases from `leases`, each for `ttl`.
+    pub fn new(leases: crate::lease::Leases, ttl: Duration) -> Self {
+        LeaseBuildGuard { leases, ttl }
+    }
+
+    fn lease_name(name: &str) -> String {
+        format!("snapshot-build/{name}")
+    }
+}
+
+fn lease_error(e: crate::lease::LeaseError) -> Error {
+    match e {
+        crate::lease::LeaseError::Store { source, .. } => source,
+        other => Error::msg(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl BuildGuard for LeaseBuildGuard {
+    async fn try_acquire(&self, name: &str) -> Result<Option<GuardTicket>, Error> {
+        match self
+            .leases
+            .acquire(&Self::lease_name(name), self.ttl, Duration::ZERO)
+            .await
+        {
+            Ok(lease) => {
+                let token = serde_json::to_string(&lease)
+                    .map_err(|e| Error::msg(format!("cannot encode a lease: {e}")))?;
+                Ok(Some(GuardTicket { token }))
+            }
+            Err(crate::lease::LeaseError::Held { .. }) => Ok(None),
+            Err(e) => Err(lease_error(e)),
+        }
+    }
+
+    async fn release(&self, _name: &str, ticket: GuardTicket) -> Result<(), Error> {
+        let lease: crate::lease::Lease = serde_json::from_str(&ticket.token)
+            .map_err(|e| Error::msg(format!("not a lease ticket: {e}")))?;
+        match self.leases.release(&lease).await {
+            Ok(()) | Err(crate::lease::LeaseError::NotOwner { .. }) => Ok(()),
+            Err(e) => Err(lease_error(e)),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Publisher
 // ---------------------------------------------------------------------------

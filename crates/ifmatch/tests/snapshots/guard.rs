@@ -172,3 +172,57 @@ async fn an_unavailable_guard_store_does_not_stop_publishing() {
         assert!(down.failed_calls() > 0, "{label}");
     }
 }
+
+/// The same one-build guarantee with the guard backed by a real lease.
+#[tokio::test(start_paused = true)]
+async fn ten_publishers_behind_a_lease_build_once() {
+    use ifmatch::lease::Leases;
+    use ifmatch::snapshot::LeaseBuildGuard;
+    for (label, raw) in backends() {
+        let builds = Arc::new(AtomicU32::new(0));
+        let publishers: Vec<Snapshots> = (0..10)
+            .map(|i| {
+                let leases = Leases::new(raw.clone())
+                    .with_clock(crate::clock())
+                    .with_rng(SharedRng::seeded(900 + i));
+                let guard = Arc::new(LeaseBuildGuard::new(leases, Duration::from_secs(30)));
+                Snapshots::with_config(raw.clone(), config(i).with_guard(guard))
+            })
+            .collect();
+        let runs = publishers.iter().map(|s| {
+            let builds = builds.clone();
+            async move {
+                s.publish("quotes", |ctx| {
+                    builds.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        Ok::<_, ifmatch::error::BoxError>(body(ctx.version, "leased"))
+                    }
+                })
+                .await
+                .unwrap()
+            }
+        });
+        let outcomes = join_all(runs).await;
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "{label}: one build");
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_published()).count(),
+            1,
+            "{label}"
+        );
+        assert!(
+            outcomes.iter().all(|o| o.version() == 1),
+            "{label}: {outcomes:?}"
+        );
+        // The lease was released: it can be taken at once.
+        let leases = Leases::new(raw.clone()).with_clock(crate::clock());
+        leases
+            .acquire(
+                "snapshot-build/quotes",
+                Duration::from_secs(5),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+}
