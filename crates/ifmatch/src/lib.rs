@@ -15,6 +15,8 @@
 //! - [`retry`]: capped exponential backoff with full jitter, attempt limits, deadlines.
 //! - [`update`]: the retrying read-modify-write loop that never loses or
 //!   double-applies a write.
+//! - [`tenantdb`]: per-tenant SQLite databases in the store, with a local
+//!   cache; commits upload only the pages they change.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //!
 //! ```
@@ -41,6 +43,7 @@ pub mod error;
 pub mod key;
 pub mod retry;
 pub mod store;
+pub mod tenantdb;
 pub mod update;
 
 pub use error::{Error, ErrorKind, Result};
