@@ -499,8 +499,27 @@ impl TenantDbs {
         let mut slots = HashMap::new();
         let entries =
             fs::read_dir(&cfg.cache_dir).map_err(|e| local::io("listing the cache", e))?;
-        for entry in entries.flatten() {
+        let entries: Vec<fs::DirEntry> = entries.flatten().collect();
+        let names: std::collections::HashSet<String> = entries
+            .iter()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        for entry in &entries {
             let name = entry.file_name().to_string_lossy().to_string();
+            // Leftovers of a crash: temporary files, and databases without a sidecar.
+            let orphan = name
+                .strip_suffix(".db")
+                .is_some_and(|stem| !names.contains(&format!("{stem}.meta")));
+            if name.ends_with(".tmp")
+                || name.contains(".new.")
+                || name.contains(".import.")
+                || orphan
+            {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %name, error = %e, "could not remove a cache leftover");
+                }
+                continue;
+            }
             let Some(stem) = name.strip_suffix(".meta") else {
                 continue;
             };
@@ -1022,17 +1041,21 @@ impl TenantDbs {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            request(&self.inner.counters, "list");
+            let tok = token.take();
             let page = self
                 .inner
-                .store
-                .list(
-                    &prefix,
-                    ListPage {
-                        token: token.take(),
-                        limit: 1000,
-                    },
-                )
+                .cfg
+                .retry
+                .run(|| {
+                    request(&self.inner.counters, "list");
+                    self.inner.store.list(
+                        &prefix,
+                        ListPage {
+                            token: tok.clone(),
+                            limit: 1000,
+                        },
+                    )
+                })
                 .await?;
             out.extend(
                 page.entries
@@ -1096,6 +1119,18 @@ impl TenantDbs {
             }
             Err(e) if e.kind() == crate::ErrorKind::Conflict => {
                 *local = self.cold_load(tenant).await?;
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Ambiguous => {
+                // Whichever creation landed (ours or another's) is the tenant now.
+                *local = self.cold_load(tenant).await?;
+                if local.is_none() {
+                    return Err(Error::Unavailable {
+                        message: format!("creating tenant '{tenant}': {e}"),
+                        source: None,
+                    }
+                    .into());
+                }
                 Ok(())
             }
             Err(e) => Err(e.into()),
