@@ -660,6 +660,71 @@ pub async fn cache_survives_restart(store: DynStore) {
     );
 }
 
+/// Tenants unused for longer than the maximum age leave the cache.
+pub async fn eviction_by_age(store: DynStore) {
+    let d = TempDir::new("tdbage");
+    let clock = ifmatch::clock::ManualClock::new(std::time::SystemTime::now());
+    let cfg = config(&d)
+        .with_clock(Arc::new(clock.clone()))
+        .with_cache_max_age(Duration::from_secs(3600));
+    let dbs = TenantDbs::open(store, cfg).expect("open");
+    add_note(&dbs, "age-a", 1).await;
+    assert!(dbs.is_cached("age-a"));
+    clock.advance(Duration::from_secs(2 * 3600));
+    add_note(&dbs, "age-b", 1).await;
+    assert!(!dbs.is_cached("age-a"), "too old");
+    assert!(dbs.is_cached("age-b"));
+    assert_eq!(dbs.stats().evictions, 1);
+    assert_eq!(note_ids(&dbs, "age-a").await, [1]);
+}
+
+/// Under injected errors and lost responses, concurrent writers in separate
+/// instances lose nothing and apply nothing twice.
+pub async fn faults_lose_nothing(store: DynStore) {
+    use ifmatch::store::fault::{FaultConfig, FaultStore};
+    let fault = Arc::new(FaultStore::new(
+        store.clone(),
+        FaultConfig {
+            error_rate: 0.05,
+            lost_response_rate: 0.2,
+            ..FaultConfig::default()
+        },
+        SharedRng::seeded(9),
+    ));
+    let faulty: DynStore = fault.clone();
+    let dirs: Vec<TempDir> = (0..3)
+        .map(|i| TempDir::new(&format!("tdbfault{i}")))
+        .collect();
+    let mut tasks = Vec::new();
+    for (w, d) in dirs.iter().enumerate() {
+        let dbs = TenantDbs::open(faulty.clone(), config(d).with_retry(policy(50 + w as u64)))
+            .expect("open");
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let id = (w as i64) * 100 + i;
+                dbs.write("faulty", move |tx| Ok(anki::add_note(tx, id, "f")?))
+                    .await
+                    .expect("write under faults");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let d = TempDir::new("tdbfault-check");
+    let check = open(store, &d);
+    let ids = note_ids(&check, "faulty").await;
+    let mut want: Vec<i64> = (0..3)
+        .flat_map(|w| (0..5).map(move |i| w * 100 + i))
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    integrity_ok(&check, "faulty").await;
+    let c = fault.counters();
+    assert!(c.lost_responses.load(Ordering::SeqCst) > 0);
+    assert!(c.errors.load(Ordering::SeqCst) > 0);
+}
+
 macro_rules! backend_tests {
     ($store:expr, big = $big:expr) => {
         macro_rules! case {
@@ -683,6 +748,8 @@ macro_rules! backend_tests {
         case!(export_and_import);
         case!(checkpoints_and_gc);
         case!(cache_survives_restart);
+        case!(eviction_by_age);
+        case!(faults_lose_nothing);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn big_database_small_commits() {
