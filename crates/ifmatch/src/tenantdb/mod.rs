@@ -444,14 +444,28 @@ struct Slot {
     bytes: u64,
 }
 
+type FileLock = Arc<Mutex<()>>;
+
+fn hold(l: &FileLock) -> std::sync::MutexGuard<'_, ()> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[derive(Debug)]
 struct Inner {
+    files: Mutex<HashMap<String, FileLock>>,
     store: DynStore,
     cfg: TenantDbsConfig,
     counters: Counters,
     slots: Mutex<HashMap<String, Slot>>,
     rng: SharedRng,
     _lock_file: File,
+}
+
+impl Inner {
+    fn file_lock(&self, stem: &str) -> FileLock {
+        let mut m = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(stem.to_string()).or_default().clone()
+    }
 }
 
 /// A handle on the tenant databases of one store, with a local cache. Cheap to clone.
@@ -563,6 +577,7 @@ impl TenantDbs {
                 rng: cfg.retry.rng.clone(),
                 cfg,
                 counters: Counters::default(),
+                files: Mutex::new(HashMap::new()),
                 slots: Mutex::new(slots),
                 _lock_file: lock_file,
             }),
@@ -617,8 +632,12 @@ impl TenantDbs {
                     tenant: tenant.to_string(),
                 });
             }
-            let paths = self.paths(tenant);
-            blocking(move || local::run_read(&paths, f)).await
+            let (paths, files) = self.paths_locked(tenant);
+            blocking(move || {
+                let _g = hold(&files);
+                local::run_read(&paths, f)
+            })
+            .await
         }
         .await;
         self.finish(tenant, &mut local, &res);
@@ -701,8 +720,12 @@ impl TenantDbs {
                     tenant: tenant.to_string(),
                 });
             }
-            let paths = self.paths(tenant);
-            blocking(move || local::export_to(&paths, &dest)).await
+            let (paths, files) = self.paths_locked(tenant);
+            blocking(move || {
+                let _g = hold(&files);
+                local::export_to(&paths, &dest)
+            })
+            .await
         }
         .await;
         self.finish(tenant, &mut local, &res);
@@ -723,8 +746,12 @@ impl TenantDbs {
         let use_ = self.enter(tenant)?;
         let mut local = use_.lock.clone().lock_owned().await;
         let res = async {
-            let (page_size, image) =
-                blocking(move || local::import_image(&dir, &stem, &src)).await?;
+            let (_, files) = self.paths_locked(tenant);
+            let (page_size, image) = blocking(move || {
+                let _g = hold(&files);
+                local::import_image(&dir, &stem, &src)
+            })
+            .await?;
             self.import_locked(tenant, &mut local, page_size, image, force)
                 .await
         }
@@ -803,8 +830,13 @@ impl TenantDbs {
     fn ckp_key(&self, tenant: &str, seq: u64) -> String {
         self.key(tenant, &format!("checkpoint/{seq:020}"))
     }
-    fn paths(&self, tenant: &str) -> Paths {
-        Paths::new(&self.inner.cfg.cache_dir, &local::stem(tenant))
+    /// The tenant's cache files and the lock that every blocking task on them
+    /// holds: a cancelled operation's blocking task may still be running when
+    /// the next operation starts, and must finish first.
+    fn paths_locked(&self, tenant: &str) -> (Paths, FileLock) {
+        let stem = local::stem(tenant);
+        let paths = Paths::new(&self.inner.cfg.cache_dir, &stem);
+        (paths, self.inner.file_lock(&stem))
     }
 
     /// Validates the tenant id and marks its slot in use.
@@ -843,12 +875,13 @@ impl TenantDbs {
     /// After an operation: on a local failure drop the cached copy (it is
     /// re-fetched next time); record the slot's size.
     fn finish<T>(&self, tenant: &str, local: &mut Option<Sidecar>, res: &Result<T>) {
-        let paths = self.paths(tenant);
+        let (paths, files) = self.paths_locked(tenant);
         if matches!(
             res,
             Err(TenantDbError::Io { .. }) | Err(TenantDbError::Corrupt { .. })
         ) {
             *local = None;
+            let _g = hold(&files);
             if let Err(e) = paths.remove_all() {
                 tracing::warn!(tenant, error = %e, "could not drop a bad cached copy");
             }
@@ -938,9 +971,13 @@ impl TenantDbs {
     ) -> Result<bool> {
         let cfg = &self.inner.cfg;
         if local.is_none() {
-            let paths = self.paths(tenant);
+            let (paths, files) = self.paths_locked(tenant);
             let t = tenant.to_string();
-            *local = blocking(move || local::load_verified(&paths, &t)).await?;
+            *local = blocking(move || {
+                let _g = hold(&files);
+                local::load_verified(&paths, &t)
+            })
+            .await?;
         }
         let now = cfg.clock.now_ms();
         let grace = cfg.gc_grace.as_millis() as u64;
@@ -997,10 +1034,11 @@ impl TenantDbs {
                 }
             }
         }
-        let paths = self.paths(tenant);
+        let (paths, files) = self.paths_locked(tenant);
         let mut copy = sc.clone();
         copy.validated_ms = checked_ms;
         let copy = blocking(move || {
+            let _g = hold(&files);
             if entries.is_empty() {
                 return Ok(copy);
             }
@@ -1040,9 +1078,10 @@ impl TenantDbs {
             // A creator crashed before writing the head: repair it.
             self.init_head(tenant).await;
         }
-        let paths = self.paths(tenant);
+        let (paths, files) = self.paths_locked(tenant);
         let t = tenant.to_string();
         let mut sc = blocking(move || {
+            let _g = hold(&files);
             local::install_image(&paths, &t, ck.seq, ck.page_size, &ck.image, now)
         })
         .await?;
@@ -1108,8 +1147,12 @@ impl TenantDbs {
         let dir = self.inner.cfg.cache_dir.clone();
         let stem = local::stem(tenant);
         let schema = self.inner.cfg.schema.clone();
-        let (ps, image) =
-            blocking(move || local::build_image(&dir, &stem, |tx| schema(tx))).await?;
+        let (_, files) = self.paths_locked(tenant);
+        let (ps, image) = blocking(move || {
+            let _g = hold(&files);
+            local::build_image(&dir, &stem, |tx| schema(tx))
+        })
+        .await?;
         self.publish_image(tenant, local, ps, image).await
     }
 
@@ -1128,10 +1171,13 @@ impl TenantDbs {
         {
             Ok(_) => {
                 bump!(self.inner.counters, checkpoints, 1);
-                let paths = self.paths(tenant);
+                let (paths, files) = self.paths_locked(tenant);
                 let t = tenant.to_string();
-                let sc =
-                    blocking(move || local::install_image(&paths, &t, 0, ps, &image, now)).await?;
+                let sc = blocking(move || {
+                    let _g = hold(&files);
+                    local::install_image(&paths, &t, 0, ps, &image, now)
+                })
+                .await?;
                 *local = Some(sc);
                 self.init_head(tenant).await;
                 Ok(())
@@ -1169,8 +1215,13 @@ impl TenantDbs {
             self.publish_image(tenant, local, ps, image.clone()).await?;
             // A racing creator may have won; fall through to replace it when forced.
             let ours = local.as_ref().map(|s| s.seq == 0).unwrap_or(false) && {
-                let paths = self.paths(tenant);
-                blocking(move || local::read_image(&paths)).await? == image
+                let (paths, files) = self.paths_locked(tenant);
+                blocking(move || {
+                    let _g = hold(&files);
+                    local::read_image(&paths)
+                })
+                .await?
+                    == image
             };
             if ours {
                 return Ok(());
@@ -1241,14 +1292,16 @@ impl TenantDbs {
         let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
             tenant: tenant.to_string(),
         })?;
-        let paths = self.paths(tenant);
+        let (paths, files) = self.paths_locked(tenant);
         // Move the closure to a blocking thread and back.
         let mut owned: F = f.take().ok_or_else(|| {
             TenantDbError::Panicked("the closure was lost by an earlier panic".into())
         })?;
         let ps = sc.page_size;
         let (owned, out) = tokio::task::spawn_blocking(move || {
+            let g = hold(&files);
             let r = local::run_write(&paths, ps, &mut owned);
+            drop(g);
             (owned, r)
         })
         .await
@@ -1274,8 +1327,12 @@ impl TenantDbs {
     }
 
     async fn drop_wal(&self, tenant: &str) -> Result<()> {
-        let paths = self.paths(tenant);
-        blocking(move || paths.clear_side_files()).await
+        let (paths, files) = self.paths_locked(tenant);
+        blocking(move || {
+            let _g = hold(&files);
+            paths.clear_side_files()
+        })
+        .await
     }
 
     /// Publishes `pages` as the commit after `local`'s seq. True if it landed
@@ -1327,13 +1384,14 @@ impl TenantDbs {
                 return Err(e.into());
             }
         };
-        let paths = self.paths(tenant);
+        let (paths, files) = self.paths_locked(tenant);
         let now = self.inner.cfg.clock.now_ms();
         if landed {
             bump!(self.inner.counters, commits, 1);
             let mut copy = sc.clone();
             let seq = entry.seq;
             let copy = blocking(move || {
+                let _g = hold(&files);
                 paths.clear_side_files()?;
                 local::apply_entries(&paths, &mut copy, std::slice::from_ref(&entry))?;
                 Ok(copy)
@@ -1358,8 +1416,12 @@ impl TenantDbs {
     /// Uploads a checkpoint at `seq` (the cached file), records it in the head
     /// and collects what no checkpoint needs any more.
     async fn checkpoint(&self, tenant: &str, seq: u64, ps: u32) -> Result<()> {
-        let paths = self.paths(tenant);
-        let image = blocking(move || local::read_image(&paths)).await?;
+        let (paths, files) = self.paths_locked(tenant);
+        let image = blocking(move || {
+            let _g = hold(&files);
+            local::read_image(&paths)
+        })
+        .await?;
         let body = Bytes::from(Checkpoint::encode(seq, ps, &image));
         match self
             .put(&self.ckp_key(tenant, seq), body, Condition::Absent)
@@ -1457,6 +1519,10 @@ impl TenantDbs {
                     continue;
                 };
                 let Ok(mut guard) = slot.lock.try_lock() else {
+                    continue;
+                };
+                let files = inner.file_lock(&stem);
+                let Ok(_g) = files.try_lock() else {
                     continue;
                 };
                 Paths::new(&inner.cfg.cache_dir, &stem).remove_all()?;
