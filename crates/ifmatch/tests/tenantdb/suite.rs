@@ -725,6 +725,42 @@ pub async fn faults_lose_nothing(store: DynStore) {
     assert!(c.errors.load(Ordering::SeqCst) > 0);
 }
 
+/// Writes cancelled at random points (a caller's timeout) leave a cache that
+/// agrees with the store: every completed write is there, and the instance's
+/// view matches a fresh one.
+pub async fn cancelled_writes_stay_consistent(store: DynStore) {
+    use ifmatch::store::fault::{FaultConfig, FaultStore};
+    let slow: DynStore = Arc::new(FaultStore::new(
+        store.clone(),
+        FaultConfig {
+            latency: (Duration::from_millis(0), Duration::from_millis(6)),
+            ..FaultConfig::default()
+        },
+        SharedRng::seeded(4),
+    ));
+    let d = TempDir::new("tdbcancel");
+    let dbs = open(slow, &d);
+    add_note(&dbs, "cancel", 0).await;
+    let mut done = vec![0i64];
+    for i in 1..=20i64 {
+        let w = dbs.write("cancel", move |tx| Ok(anki::add_note(tx, i, "c")?));
+        let limit = Duration::from_millis((i as u64 * 11) % 17 * 4 + 1);
+        if let Ok(r) = tokio::time::timeout(limit, w).await {
+            r.expect("write");
+            done.push(i);
+        }
+    }
+    let mine = note_ids(&dbs, "cancel").await;
+    for id in &done {
+        assert!(mine.contains(id), "completed write {id} missing");
+    }
+    let d2 = TempDir::new("tdbcancel2");
+    let fresh = open(store, &d2);
+    assert_eq!(note_ids(&fresh, "cancel").await, mine);
+    integrity_ok(&dbs, "cancel").await;
+    println!("cancelled writes: {} of 20 completed", done.len() - 1);
+}
+
 macro_rules! backend_tests {
     ($store:expr, big = $big:expr) => {
         macro_rules! case {
@@ -750,6 +786,7 @@ macro_rules! backend_tests {
         case!(cache_survives_restart);
         case!(eviction_by_age);
         case!(faults_lose_nothing);
+        case!(cancelled_writes_stay_consistent);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn big_database_small_commits() {
