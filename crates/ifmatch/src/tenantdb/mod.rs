@@ -982,17 +982,18 @@ impl TenantDbs {
         let now = cfg.clock.now_ms();
         let grace = cfg.gc_grace.as_millis() as u64;
         if let Some(sc) = local.as_mut() {
-            bump!(self.inner.counters, cache_hits, 1);
             let age = now.saturating_sub(sc.validated_ms);
             if reading
                 && !cfg.max_staleness.is_zero()
                 && age <= cfg.max_staleness.as_millis() as u64
             {
+                bump!(self.inner.counters, cache_hits, 1);
                 return Ok(true);
             }
             if age < grace / 2 {
                 // Nothing after `sc.seq` can have been collected yet (see the module docs).
                 self.catch_up(tenant, sc, now).await?;
+                bump!(self.inner.counters, cache_hits, 1);
                 return Ok(true);
             }
             match self.read_head(tenant).await? {
@@ -1000,6 +1001,7 @@ impl TenantDbs {
                 // an older copy loads that checkpoint instead of racing the collector.
                 Some((h, _)) if h.floor <= sc.seq && h.newest() <= sc.seq => {
                     self.catch_up(tenant, sc, now).await?;
+                    bump!(self.inner.counters, cache_hits, 1);
                     return Ok(true);
                 }
                 _ => {
@@ -1234,6 +1236,7 @@ impl TenantDbs {
         }
         let policy = self.inner.cfg.retry.clone();
         let mut attempts = policy.start();
+        let mut conflicts = 0;
         loop {
             attempts.begin();
             self.ensure_current(tenant, local, false).await?;
@@ -1260,12 +1263,13 @@ impl TenantDbs {
             match self.publish(tenant, local, pages, page_count).await? {
                 true => return Ok(()),
                 false => {
+                    conflicts += 1;
                     bump!(self.inner.counters, conflicts, 1);
                     if !attempts.backoff().await {
                         return Err(TenantDbError::Conflict {
                             tenant: tenant.to_string(),
                             attempts: attempts.made(),
-                            conflicts: attempts.made(),
+                            conflicts,
                         });
                     }
                 }
