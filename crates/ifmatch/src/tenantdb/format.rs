@@ -11,7 +11,7 @@ pub(crate) type PageHash = [u8; 16];
 
 const LOG_MAGIC: &[u8; 8] = b"IFMDLOG1";
 const CKP_MAGIC: &[u8; 8] = b"IFMDCKP1";
-const SIDECAR_MAGIC: &[u8; 8] = b"IFMDSID1";
+const SIDECAR_MAGIC: &[u8; 8] = b"IFMDSID2";
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +216,10 @@ pub(crate) struct Sidecar {
     pub page_size: u32,
     /// When the copy was last known current (ms since the epoch).
     pub validated_ms: u64,
+    /// Commits applied since the last checkpoint this copy knows of.
+    pub tail_entries: u64,
+    /// Page bytes of those commits.
+    pub tail_bytes: u64,
     /// The hash of every page of the local file.
     pub hashes: Vec<PageHash>,
 }
@@ -230,6 +234,8 @@ impl Sidecar {
         b.extend_from_slice(&self.seq.to_le_bytes());
         b.extend_from_slice(&self.page_size.to_le_bytes());
         b.extend_from_slice(&self.validated_ms.to_le_bytes());
+        b.extend_from_slice(&self.tail_entries.to_le_bytes());
+        b.extend_from_slice(&self.tail_bytes.to_le_bytes());
         b.extend_from_slice(&(self.hashes.len() as u32).to_le_bytes());
         for h in &self.hashes {
             b.extend_from_slice(h);
@@ -253,6 +259,8 @@ impl Sidecar {
         let page_size = r.u32()?;
         check_page_size(page_size)?;
         let validated_ms = r.u64()?;
+        let tail_entries = r.u64()?;
+        let tail_bytes = r.u64()?;
         let n = r.u32()? as usize;
         let mut hashes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -265,6 +273,8 @@ impl Sidecar {
             seq,
             page_size,
             validated_ms,
+            tail_entries,
+            tail_bytes,
             hashes,
         })
     }
@@ -361,6 +371,8 @@ mod tests {
             seq: 1,
             page_size: 4096,
             validated_ms: 5,
+            tail_entries: 2,
+            tail_bytes: 8192,
             hashes: vec![[1; 16], [2; 16]],
         };
         assert_eq!(Sidecar::decode(&s.encode()).unwrap(), s);

@@ -150,6 +150,8 @@ pub(crate) fn install_image(
         seq,
         page_size,
         validated_ms,
+        tail_entries: 0,
+        tail_bytes: 0,
         hashes: page_hashes(image, page_size as usize),
     };
     write_sidecar(paths, &sc)?;
@@ -191,6 +193,8 @@ pub(crate) fn apply_entries(paths: &Paths, sc: &mut Sidecar, entries: &[LogEntry
             sc.hashes[*no as usize - 1] = page_hash(page);
         }
         sc.seq = e.seq;
+        sc.tail_entries += 1;
+        sc.tail_bytes += e.pages.len() as u64 * ps;
     }
     f.sync_data()
         .map_err(|e| io("syncing the cached database", e))?;

@@ -51,8 +51,14 @@
 //! [`TenantDbError::Conflict`]. A lost response is settled by reading
 //! `log/<n+1>` back and comparing it with what was sent.
 //!
-//! Every `checkpoint_every` commits, the committing writer also uploads a
-//! checkpoint and records it in `head`; so an open replays a bounded tail.
+//! When the commits since the last checkpoint carry page bytes of half the
+//! database (or number `checkpoint_every`), the committing writer also
+//! uploads a checkpoint and records it in `head` (unless `head` shows a
+//! newer one). So an open replays a bounded tail, and checkpoints cost at
+//! most about twice what the commits themselves uploaded — amortised O(k)
+//! per commit — except where the `checkpoint_every` bound comes first (a large
+//! database with tiny commits: N bytes every `checkpoint_every` commits). A
+//! cold open or catch-up fetches the tail in parallel windows of up to 16.
 //!
 //! ## Freshness and garbage collection
 //!
@@ -101,7 +107,7 @@
 //! whole image, so the store must accept values that large: `s3://`,
 //! `file://` and `memory://` do; `dynamodb://` (400 KB) suits only tiny
 //! databases. Checkpoints are uncompressed. A commit that triggers a
-//! checkpoint also uploads the image (every `checkpoint_every` commits).
+//! checkpoint also uploads the image (see "Commits").
 //!
 //! ## Metrics
 //!
@@ -239,7 +245,9 @@ pub struct TenantDbsConfig {
     pub cache_max_age: Duration,
     /// How stale a read may be without asking the store (default zero: always check).
     pub max_staleness: Duration,
-    /// A checkpoint every this many commits (default 100).
+    /// The most commits between two checkpoints (default 1000); a checkpoint
+    /// also comes as soon as the commits since the last one carry as many
+    /// page bytes as the database holds.
     pub checkpoint_every: u64,
     /// How long superseded log entries and checkpoints are kept (default 10 min).
     pub gc_grace: Duration,
@@ -278,7 +286,7 @@ impl TenantDbsConfig {
             cache_budget: DEFAULT_CACHE_BUDGET,
             cache_max_age: Duration::from_secs(24 * 3600),
             max_staleness: Duration::ZERO,
-            checkpoint_every: 100,
+            checkpoint_every: 1000,
             gc_grace: Duration::from_secs(600),
             prefix: "tenants".into(),
             schema: Arc::new(|_| Ok(())),
@@ -301,7 +309,7 @@ impl TenantDbsConfig {
         self.max_staleness = d;
         self
     }
-    /// Sets the checkpoint interval in commits (at least 1).
+    /// Sets the most commits between checkpoints (at least 1).
     pub fn with_checkpoint_every(mut self, n: u64) -> Self {
         self.checkpoint_every = n.max(1);
         self
@@ -1019,22 +1027,29 @@ impl TenantDbs {
     async fn catch_up(&self, tenant: &str, sc: &mut Sidecar, checked_ms: u64) -> Result<()> {
         let mut entries = Vec::new();
         let mut next = sc.seq + 1;
-        loop {
-            let key = self.log_key(tenant, next);
-            match self.get(&key).await? {
-                None => break,
-                Some(b) => {
-                    let e = LogEntry::decode(&b).map_err(|e| corrupt(key.clone(), e))?;
-                    if e.seq != next {
-                        return Err(TenantDbError::Corrupt {
-                            what: key,
-                            message: format!("holds seq {}", e.seq),
-                        });
-                    }
-                    entries.push(e);
-                    next += 1;
+        // One probe when current (the common case); then windows of parallel
+        // GETs that double up to 16, so a long tail is not fetched one by one.
+        let mut window = 1u64;
+        'fetch: loop {
+            let gets = (next..next + window).map(|s| {
+                let key = self.log_key(tenant, s);
+                async move { (self.get(&key).await, key) }
+            });
+            for (got, key) in futures::future::join_all(gets).await {
+                let Some(b) = got? else {
+                    break 'fetch;
+                };
+                let e = LogEntry::decode(&b).map_err(|e| corrupt(key.clone(), e))?;
+                if e.seq != next {
+                    return Err(TenantDbError::Corrupt {
+                        what: key,
+                        message: format!("holds seq {}", e.seq),
+                    });
                 }
+                entries.push(e);
+                next += 1;
             }
+            window = (window * 2).min(16);
         }
         let (paths, files) = self.paths_locked(tenant);
         let mut copy = sc.clone();
@@ -1402,9 +1417,11 @@ impl TenantDbs {
             })
             .await?;
             *local = Some(copy);
-            if seq % self.inner.cfg.checkpoint_every == 0 {
-                if let Err(e) = self.checkpoint(tenant, seq, sc.page_size).await {
-                    tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
+            if let Some(sc) = local.as_mut() {
+                if self.checkpoint_due(sc) {
+                    if let Err(e) = self.maybe_checkpoint(tenant, sc).await {
+                        tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
+                    }
                 }
             }
             Ok(true)
@@ -1415,6 +1432,34 @@ impl TenantDbs {
             *local = Some(copy);
             Ok(false)
         }
+    }
+
+    /// Whether the log since the last known checkpoint is long enough for a new one:
+    /// `checkpoint_every` commits, or page bytes of half the database.
+    fn checkpoint_due(&self, sc: &Sidecar) -> bool {
+        let image = sc.hashes.len() as u64 * sc.page_size as u64;
+        sc.tail_entries >= self.inner.cfg.checkpoint_every || sc.tail_bytes >= image / 2
+    }
+
+    /// Writes a checkpoint unless another writer wrote one this copy does not know of.
+    async fn maybe_checkpoint(&self, tenant: &str, sc: &mut Sidecar) -> Result<()> {
+        let since = sc.seq.saturating_sub(sc.tail_entries);
+        if let Some((h, _)) = self.read_head(tenant).await? {
+            let newest = h.newest();
+            if newest > since && newest <= sc.seq {
+                // Someone else checkpointed: count from there (bytes scaled, as sizes are unknown).
+                let left = sc.seq - newest;
+                sc.tail_bytes = sc.tail_bytes * left / sc.tail_entries.max(1);
+                sc.tail_entries = left;
+                if !self.checkpoint_due(sc) {
+                    return Ok(());
+                }
+            }
+        }
+        self.checkpoint(tenant, sc.seq, sc.page_size).await?;
+        sc.tail_entries = 0;
+        sc.tail_bytes = 0;
+        Ok(())
     }
 
     /// Uploads a checkpoint at `seq` (the cached file), records it in the head

@@ -442,6 +442,7 @@ pub async fn big_database_small_commits(store: DynStore) {
     .expect("fill");
     let info = dbs.info("big").await.expect("info");
     assert!(info.bytes >= 20_000_000, "{info:?}");
+    let checkpoints = dbs.stats().checkpoints;
     let mut worst = 0;
     for i in 0..10 {
         let (_, before) = counting.uploads();
@@ -454,6 +455,11 @@ pub async fn big_database_small_commits(store: DynStore) {
         info.pages, info.page_size
     );
     assert!(worst < 64 * 1024, "a one-row commit uploaded {worst} bytes");
+    assert_eq!(
+        dbs.stats().checkpoints,
+        checkpoints,
+        "no checkpoint in between"
+    );
     // Another instance sees it all.
     let d2 = TempDir::new("tdbbig2");
     let other = open(counting.clone(), &d2);
@@ -612,21 +618,25 @@ pub async fn checkpoints_and_gc(store: DynStore) {
     let ckps = ifmatch::store::list_all(&*store, "tenants/gc/checkpoint/")
         .await
         .expect("list");
-    let names = |v: &[ifmatch::store::ListEntry]| {
+    let seqs = |v: &[ifmatch::store::ListEntry]| {
         v.iter()
             .map(|e| {
                 e.key
                     .rsplit('/')
                     .next()
-                    .unwrap_or("")
-                    .trim_start_matches('0')
-                    .to_string()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .expect("numbered key")
             })
             .collect::<Vec<_>>()
     };
-    // 10 commits, checkpoints at 3, 6, 9: with no grace, logs up to 9 are gone.
-    assert_eq!(names(&logs), ["10"], "{logs:?}");
-    assert_eq!(names(&ckps), ["", "9"], "{ckps:?}");
+    // 10 commits; with no grace, everything before the newest checkpoint is
+    // gone but the creation checkpoint, and the log after it is intact.
+    let ckps = seqs(&ckps);
+    let newest = *ckps.last().expect("checkpoints");
+    assert!(newest >= 5, "{ckps:?}");
+    assert_eq!(ckps, [0, newest]);
+    assert_eq!(seqs(&logs), (newest + 1..=10).collect::<Vec<_>>());
+    assert!(dbs.stats().checkpoints >= 3);
     // A fresh open replays only the tail; an instance whose copy predates the floor reloads.
     let d2 = TempDir::new("tdbgc-new");
     let fresh = TenantDbs::open(counting.clone(), cfg(&d2)).expect("open fresh");
