@@ -1,4 +1,4 @@
-//! The tenant database suite on `s3://` against moto.
+//! The tenant database suite on `s3://` against moto (the 20 MB case included).
 
 use std::sync::Arc;
 
@@ -14,4 +14,4 @@ async fn store() -> Option<DynStore> {
     Some(Arc::new(s))
 }
 
-crate::suite::backend_tests!(store(), big = false);
+crate::suite::backend_tests!(store(), big = true);
