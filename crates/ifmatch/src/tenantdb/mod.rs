@@ -1,4 +1,4 @@
-//! Tenant databases: one SQLite database per tenant, living in a [`Store`],
+//! Tenant databases: one SQLite database per tenant, living in a [`Store`](crate::Store),
 //! opened by any worker through a local disk cache. Reads never upload; a
 //! commit is one conditional write that carries only the pages it changed.
 //!
