@@ -5,12 +5,13 @@ use std::sync::Arc;
 use ifmatch::DynStore;
 use ifmatch::store::file::FileStore;
 
+use crate::suite::{Counting, TempDir};
+
+/// A file store in a fresh temporary directory, removed with the store.
 fn store() -> DynStore {
-    let dir = crate::suite::TempDir::new("tdb-file-store");
+    let dir = TempDir::new("tdb-file-store");
     let s = FileStore::open(dir.path()).expect("file store");
-    // The directory lives as long as the test process (removed at exit by the OS temp cleaner).
-    std::mem::forget(dir);
-    Arc::new(s)
+    Counting::keeping(Arc::new(s), Some(dir))
 }
 
 crate::suite::backend_tests!(async { Some(store()) }, big = true);

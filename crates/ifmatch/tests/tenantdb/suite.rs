@@ -16,6 +16,7 @@ use ifmatch::tenantdb::{TenantDbError, TenantDbs, TenantDbsConfig, anki};
 use ifmatch::{DynStore, Result};
 
 /// A temporary directory removed on drop.
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -46,10 +47,16 @@ pub struct Counting {
     pub deletes: AtomicU64,
     pub lists: AtomicU64,
     pub crash_after_log_put: AtomicBool,
+    /// A directory to remove when the store goes (a `file://` store's root).
+    _keep: Option<TempDir>,
 }
 
 impl Counting {
     pub fn new(inner: DynStore) -> Arc<Counting> {
+        Self::keeping(inner, None)
+    }
+    /// Like [`Counting::new`], removing `dir` when the store is dropped.
+    pub fn keeping(inner: DynStore, dir: Option<TempDir>) -> Arc<Counting> {
         Arc::new(Counting {
             inner,
             puts: AtomicU64::new(0),
@@ -59,6 +66,7 @@ impl Counting {
             deletes: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             crash_after_log_put: AtomicBool::new(false),
+            _keep: dir,
         })
     }
     pub fn requests(&self) -> u64 {
