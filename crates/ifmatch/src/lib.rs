@@ -23,6 +23,8 @@
 //!   compare-and-swap (superseded builds stop, others rebuild with backoff;
 //!   optional build guard; keep-last-K and rollback), and read it through a
 //!   single-flight cache checked with conditional GETs.
+//! - [`tenantdb`]: per-tenant SQLite databases in the store, with a local
+//!   cache; commits upload only the pages they change.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //! - [`accounts`]: users with a conditional create, argon2id password hashes
 //!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
@@ -55,6 +57,7 @@ pub mod lease;
 pub mod retry;
 pub mod snapshot;
 pub mod store;
+pub mod tenantdb;
 pub mod update;
 
 pub use error::{Error, ErrorKind, Result};

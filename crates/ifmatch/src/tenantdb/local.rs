@@ -1,0 +1,409 @@
+//! The local side of tenant databases: cache file paths, SQLite connections,
+//! running a transaction and reading the pages it changed from the WAL, and
+//! applying log entries to the cached file. Everything here is blocking and
+//! runs on tokio's blocking threads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use super::TenantDbError;
+use super::format::{LogEntry, Sidecar, WalContent, page_hash, page_hashes, parse_wal};
+
+type Result<T, E = TenantDbError> = std::result::Result<T, E>;
+
+/// The files of one tenant in the cache directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    pub db: PathBuf,
+    pub meta: PathBuf,
+    pub wal: PathBuf,
+    pub shm: PathBuf,
+}
+
+/// The cache file stem of a tenant: a hash, so any valid tenant id maps to a safe name.
+pub(crate) fn stem(tenant: &str) -> String {
+    let d = Sha256::digest(tenant.as_bytes());
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Paths {
+    pub(crate) fn new(dir: &Path, stem: &str) -> Paths {
+        Paths {
+            db: dir.join(format!("{stem}.db")),
+            meta: dir.join(format!("{stem}.meta")),
+            wal: dir.join(format!("{stem}.db-wal")),
+            shm: dir.join(format!("{stem}.db-shm")),
+        }
+    }
+
+    /// Removes SQLite's side files (no connection may be open).
+    pub(crate) fn clear_side_files(&self) -> Result<()> {
+        remove_if_exists(&self.wal)?;
+        remove_if_exists(&self.shm)
+    }
+
+    /// Removes every file of this tenant from the cache.
+    pub(crate) fn remove_all(&self) -> Result<()> {
+        self.clear_side_files()?;
+        remove_if_exists(&self.meta)?;
+        remove_if_exists(&self.db)
+    }
+
+    /// Bytes this tenant takes in the cache.
+    pub(crate) fn bytes(&self) -> u64 {
+        [&self.db, &self.meta]
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+pub(crate) fn io(what: &str, e: std::io::Error) -> TenantDbError {
+    TenantDbError::Io {
+        message: what.to_string(),
+        source: e,
+    }
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing a cache file", e)),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp).map_err(|e| io("creating a cache file", e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| io("writing a cache file", e))?;
+    fs::rename(&tmp, path).map_err(|e| io("renaming a cache file", e))
+}
+
+/// Writes the sidecar of a tenant.
+pub(crate) fn write_sidecar(paths: &Paths, sc: &Sidecar) -> Result<()> {
+    write_atomic(&paths.meta, &sc.encode())
+}
+
+/// Loads a cached copy and checks it page by page against its sidecar.
+/// Any mismatch (a crash mid-write, a torn file, a leftover WAL) removes the
+/// copy and returns `None`: a bad copy is re-fetched, never served.
+pub(crate) fn load_verified(paths: &Paths, tenant: &str) -> Result<Option<Sidecar>> {
+    let ok = (|| -> Option<Sidecar> {
+        let meta = fs::read(&paths.meta).ok()?;
+        let sc = Sidecar::decode(&meta).ok()?;
+        if sc.tenant != tenant {
+            return None;
+        }
+        if fs::metadata(&paths.wal)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            return None;
+        }
+        let image = fs::read(&paths.db).ok()?;
+        let ps = sc.page_size as usize;
+        if image.len() != sc.hashes.len() * ps || page_hashes(&image, ps) != sc.hashes {
+            return None;
+        }
+        Some(sc)
+    })();
+    match ok {
+        Some(sc) => {
+            paths.clear_side_files()?;
+            Ok(Some(sc))
+        }
+        None => {
+            paths.remove_all()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Installs a full image as the tenant's cached copy.
+pub(crate) fn install_image(
+    paths: &Paths,
+    tenant: &str,
+    seq: u64,
+    page_size: u32,
+    image: &[u8],
+    validated_ms: u64,
+) -> Result<Sidecar> {
+    paths.clear_side_files()?;
+    // The sidecar goes first: a crash between the two leaves a mismatch, which load_verified rejects.
+    remove_if_exists(&paths.meta)?;
+    write_atomic(&paths.db, image)?;
+    let sc = Sidecar {
+        tenant: tenant.to_string(),
+        seq,
+        page_size,
+        validated_ms,
+        tail_entries: 0,
+        tail_bytes: 0,
+        hashes: page_hashes(image, page_size as usize),
+    };
+    write_sidecar(paths, &sc)?;
+    Ok(sc)
+}
+
+/// Applies log entries to the cached file, in order, and updates the sidecar.
+pub(crate) fn apply_entries(paths: &Paths, sc: &mut Sidecar, entries: &[LogEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(&paths.db)
+        .map_err(|e| io("opening the cached database", e))?;
+    for e in entries {
+        if e.seq != sc.seq + 1 || e.page_size != sc.page_size {
+            return Err(TenantDbError::Corrupt {
+                what: format!("log entry {}", e.seq),
+                message: format!(
+                    "expected seq {} with page size {}, got seq {} with page size {}",
+                    sc.seq + 1,
+                    sc.page_size,
+                    e.seq,
+                    e.page_size
+                ),
+            });
+        }
+        let ps = e.page_size as u64;
+        for (no, page) in &e.pages {
+            f.seek(SeekFrom::Start((*no as u64 - 1) * ps))
+                .and_then(|_| f.write_all(page))
+                .map_err(|err| io("writing a page", err))?;
+        }
+        f.set_len(e.page_count as u64 * ps)
+            .map_err(|err| io("resizing the cached database", err))?;
+        sc.hashes.resize(e.page_count as usize, [0; 16]);
+        for (no, page) in &e.pages {
+            sc.hashes[*no as usize - 1] = page_hash(page);
+        }
+        sc.seq = e.seq;
+        sc.tail_entries += 1;
+        sc.tail_bytes += e.pages.len() as u64 * ps;
+    }
+    f.sync_data()
+        .map_err(|e| io("syncing the cached database", e))?;
+    write_sidecar(paths, sc)
+}
+
+/// Reads the whole cached file.
+pub(crate) fn read_image(paths: &Paths) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    File::open(&paths.db)
+        .and_then(|mut f| f.read_to_end(&mut v))
+        .map_err(|e| io("reading the cached database", e))?;
+    Ok(v)
+}
+
+/// Opens a connection that never checkpoints on its own, so the WAL holds
+/// exactly the last transaction until we decide what happens to it.
+pub(crate) fn open_conn(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    c.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(TenantDbError::Corrupt {
+            what: "cached database".into(),
+            message: format!("journal mode is {mode}, expected wal"),
+        });
+    }
+    Ok(c)
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs a read closure on a query-only connection.
+pub(crate) fn run_read<T, F>(paths: &Paths, f: F) -> Result<T>
+where
+    F: FnOnce(&Connection) -> Result<T>,
+{
+    paths.clear_side_files()?;
+    let out = (|| {
+        let conn = open_conn(&paths.db)?;
+        conn.execute_batch("PRAGMA query_only=ON;")?;
+        let r = catch_unwind(AssertUnwindSafe(|| f(&conn)))
+            .map_err(|p| TenantDbError::Panicked(panic_message(p)))?;
+        drop(conn);
+        r
+    })();
+    paths.clear_side_files()?;
+    out
+}
+
+/// Runs a write closure in an immediate transaction and returns its value
+/// with the pages it committed (read from the WAL). The cached file itself is
+/// left untouched: the caller applies the pages once the commit is published,
+/// or drops the WAL when it is not.
+pub(crate) fn run_write<T, F>(
+    paths: &Paths,
+    page_size: u32,
+    f: &mut F,
+) -> Result<(T, Option<WalContent>)>
+where
+    F: FnMut(&rusqlite::Transaction<'_>) -> Result<T>,
+{
+    paths.clear_side_files()?;
+    let out = (|| {
+        let mut conn = open_conn(&paths.db)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = catch_unwind(AssertUnwindSafe(|| f(&tx)));
+        let v = match r {
+            Err(p) => {
+                drop(tx);
+                return Err(TenantDbError::Panicked(panic_message(p)));
+            }
+            Ok(Err(e)) => {
+                drop(tx);
+                return Err(e);
+            }
+            Ok(Ok(v)) => v,
+        };
+        tx.commit()?;
+        conn.close().map_err(|(_, e)| TenantDbError::from(e))?;
+        let wal = match fs::read(&paths.wal) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("reading the WAL", e)),
+        };
+        let content = parse_wal(&wal, page_size).map_err(|e| TenantDbError::Corrupt {
+            what: "WAL".into(),
+            message: e.0,
+        })?;
+        Ok((v, content.page_count.map(|_| content)))
+    })();
+    if out.is_err() {
+        paths.clear_side_files()?;
+    }
+    out
+}
+
+/// Builds a new database image: runs the schema hook, switches to WAL mode.
+pub(crate) fn build_image<F>(dir: &Path, stem: &str, schema: F) -> Result<(u32, Vec<u8>)>
+where
+    F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+{
+    let tmp = Paths::new(dir, &format!("{stem}.new"));
+    tmp.remove_all()?;
+    let out = (|| {
+        let mut conn = Connection::open(&tmp.db)?;
+        let tx = conn.transaction()?;
+        catch_unwind(AssertUnwindSafe(|| schema(&tx)))
+            .map_err(|p| TenantDbError::Panicked(panic_message(p)))??;
+        tx.commit()?;
+        to_wal_image(conn, &tmp)
+    })();
+    tmp.remove_all()?;
+    out
+}
+
+/// Switches an open database to WAL mode, closes it and returns (page size, image).
+fn to_wal_image(conn: Connection, paths: &Paths) -> Result<(u32, Vec<u8>)> {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(TenantDbError::Corrupt {
+            what: "new database".into(),
+            message: format!("could not switch to WAL mode (got {mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    let ps: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    conn.close().map_err(|(_, e)| TenantDbError::from(e))?;
+    let image = read_image(paths)?;
+    if image.len() % ps as usize != 0 || image.is_empty() {
+        return Err(TenantDbError::Corrupt {
+            what: "new database".into(),
+            message: "image is not a whole number of pages".into(),
+        });
+    }
+    Ok((ps, image))
+}
+
+/// Reads a SQLite file for import: checks its integrity and converts it to a WAL-mode image.
+pub(crate) fn import_image(dir: &Path, stem: &str, src: &Path) -> Result<(u32, Vec<u8>)> {
+    let tmp = Paths::new(dir, &format!("{stem}.import"));
+    tmp.remove_all()?;
+    let out = (|| {
+        fs::copy(src, &tmp.db).map_err(|e| io("copying the file to import", e))?;
+        {
+            let conn = Connection::open(&tmp.db)?;
+            check_integrity(&conn).map_err(|e| {
+                crate::Error::InvalidInput(format!(
+                    "the file to import is not a sound database: {e}"
+                ))
+            })?;
+            conn.close().map_err(|(_, e)| TenantDbError::from(e))?;
+        }
+        to_wal_image(Connection::open(&tmp.db)?, &tmp)
+    })();
+    tmp.remove_all()?;
+    out
+}
+
+fn check_integrity(conn: &Connection) -> Result<()> {
+    let r: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if r != "ok" {
+        return Err(TenantDbError::Corrupt {
+            what: "database".into(),
+            message: format!("integrity_check: {r}"),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a standalone copy of the cached database (rollback-journal mode,
+/// integrity-checked) to `dest`.
+pub(crate) fn export_to(paths: &Paths, dest: &Path) -> Result<()> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".ifmatch-export");
+    let tmp = PathBuf::from(tmp);
+    let side = |s: &str| {
+        let mut p = tmp.as_os_str().to_owned();
+        p.push(s);
+        PathBuf::from(p)
+    };
+    let out = (|| {
+        fs::copy(&paths.db, &tmp).map_err(|e| io("copying the database for export", e))?;
+        let conn = Connection::open(&tmp)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(TenantDbError::Corrupt {
+                what: "export".into(),
+                message: format!("could not leave WAL mode (got {mode})"),
+            });
+        }
+        check_integrity(&conn)?;
+        conn.close().map_err(|(_, e)| TenantDbError::from(e))?;
+        fs::rename(&tmp, dest).map_err(|e| io("moving the export into place", e))
+    })();
+    for p in [tmp.clone(), side("-wal"), side("-shm"), side("-journal")] {
+        remove_if_exists(&p)?;
+    }
+    out
+}

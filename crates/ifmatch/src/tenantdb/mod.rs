@@ -1,0 +1,1598 @@
+//! Tenant databases: one SQLite database per tenant, living in a [`Store`](crate::Store),
+//! opened by any worker through a local disk cache. Reads never upload; a
+//! commit is one conditional write that carries only the pages it changed.
+//!
+//! ```no_run
+//! # async fn demo(store: ifmatch::DynStore) -> Result<(), ifmatch::tenantdb::TenantDbError> {
+//! use ifmatch::tenantdb::{TenantDbs, TenantDbsConfig, anki};
+//! let dbs = TenantDbs::open(store, TenantDbsConfig::new("cache-dir").with_schema(anki::schema_hook()))?;
+//! dbs.write("alice", |tx| {
+//!     tx.execute("INSERT INTO notes VALUES (1,'g',1,0,0,'','front\x1fback','front',0,0,'')", [])?;
+//!     Ok(())
+//! }).await?;
+//! let n: i64 = dbs.read("alice", |c| Ok(c.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?)).await?;
+//! # let _ = n; Ok(()) }
+//! ```
+//!
+//! ## Storage format
+//!
+//! Under `<prefix>/<tenant>/` (prefix `tenants` by default):
+//!
+//! - `checkpoint/<seq:020>` — a full database image as of `seq` (magic, seq,
+//!   page size, the pages, SHA-256). `checkpoint/0…0` is written with
+//!   `If-None-Match: *` when the tenant is created: that create is the
+//!   creation's commit point, and it is never garbage-collected (it is the
+//!   tenant's existence marker, so a stale creator can never fork a tenant).
+//! - `log/<seq:020>` — one commit: the pages it changed, the page count after
+//!   it, a random writer id and a SHA-256. Written with `If-None-Match: *`:
+//!   **the create is the commit point**. Exactly one writer can claim the seq
+//!   after the head, so commits are totally ordered without any lock.
+//! - `head` — JSON `{"checkpoints": [[seq, written_ms], ...], "floor": f}`,
+//!   updated with `If-Match`. Readers start from its newest checkpoint; it may
+//!   lag (a crash after a checkpoint), which only costs a longer replay.
+//!   `floor` is the highest seq whose log entries may have been deleted.
+//!
+//! The database at seq `n` is checkpoint `c ≤ n` with entries `c+1..=n`
+//! applied (each entry writes its pages, then truncates or extends the file
+//! to its page count). All workers therefore hold byte-identical files.
+//!
+//! ## Commits
+//!
+//! The cached file is a SQLite database in WAL mode. A write opens it with
+//! automatic checkpoints off, runs the closure in an immediate transaction
+//! and commits; the WAL now holds exactly the pages the transaction changed
+//! (nothing at all if it changed nothing: then nothing is uploaded). Those
+//! pages become `log/<n+1>`, put with `Condition::Absent`. If it lands, the
+//! pages are written into the cached file; if another writer claimed `n+1`
+//! first, the WAL is dropped (the cached file is still at `n`), the missing
+//! entries are fetched and applied, and **the closure runs again** — so it
+//! may run more than once and should only touch the database. Retries follow
+//! the [`RetryPolicy`] (full jitter); when it is spent the write fails with
+//! [`TenantDbError::Conflict`]. A lost response is settled by reading
+//! `log/<n+1>` back and comparing it with what was sent.
+//!
+//! When the commits since the last checkpoint carry page bytes of half the
+//! database (or number `checkpoint_every`), the committing writer also
+//! uploads a checkpoint and records it in `head` (unless `head` shows a
+//! newer one). So an open replays a bounded tail, and checkpoints cost at
+//! most about twice what the commits themselves uploaded — amortised O(k)
+//! per commit — except where the `checkpoint_every` bound comes first (a large
+//! database with tiny commits: N bytes every `checkpoint_every` commits). A
+//! cold open or catch-up fetches the tail in parallel windows of up to 16.
+//!
+//! ## Freshness and garbage collection
+//!
+//! A cached copy at seq `n` is current when `log/<n+1>` does not exist: one
+//! GET that transfers no body when nothing changed. With a maximum staleness,
+//! reads within that window of the last check make no request at all.
+//!
+//! Garbage collection deletes log entries `≤ floor` and checkpoints `< floor`
+//! (except the creation checkpoint), where `floor` is the newest checkpoint
+//! that has existed for at least the grace window (`gc_grace`). So an entry
+//! is deleted only a grace window after a newer checkpoint covered it, and a
+//! copy checked less than half a grace window ago can trust "`log/<n+1>` is
+//! absent" — and can commit `log/<n+1>` without resurrecting a deleted seq.
+//! Older copies re-read `head` first and replay only when no checkpoint is
+//! newer than they are (else they load the newest checkpoint); commits from a
+//! copy checked more than half a grace window ago are re-checked before they
+//! are sent. This assumes worker clocks agree to within a fraction of the
+//! grace window, and that a replay takes less than half of it. A zero grace
+//! window (tests) always goes through `head`.
+//!
+//! ## Cache
+//!
+//! One file per tenant (named by a hash of the tenant id) plus a sidecar with
+//! its seq and a hash of every page. A copy is verified page by page on its
+//! first use in a process, so a torn or corrupt file (or one left between an
+//! upload and its bookkeeping by a crash) is re-fetched, never served. The
+//! cache holds at most `cache_budget` bytes, evicting the least recently used
+//! tenants first, and drops tenants unused for `cache_max_age`; a tenant in
+//! use is never evicted. One [`TenantDbs`] owns a cache directory at a time
+//! (an exclusive `flock`).
+//!
+//! ## Concurrency
+//!
+//! Within one process, all work on one tenant queues on a per-tenant lock
+//! (so writers never conflict with each other locally); different tenants
+//! proceed in parallel. SQLite and file work runs on blocking threads.
+//!
+//! Reads run on a `query_only` connection, and whatever a read might still
+//! write lands only in a WAL that is dropped afterwards: a read can never
+//! change the cached copy, let alone the stored one. Reads of one tenant
+//! queue behind each other too (a read may have to apply the log first).
+//!
+//! ## Limits
+//!
+//! A log entry holds the changed pages in one value and a checkpoint the
+//! whole image, so the store must accept values that large: `s3://`,
+//! `file://` and `memory://` do; `dynamodb://` (400 KB) suits only tiny
+//! databases. Checkpoints are uncompressed. A commit that triggers a
+//! checkpoint also uploads the image (see "Commits").
+//!
+//! ## Metrics
+//!
+//! [`TenantDbs::stats`] returns counters; the same are emitted through the
+//! `metrics` facade as `ifmatch_tenantdb_*_total` (requests by `kind`).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{DynClock, SharedRng, SystemClock};
+use crate::error::{BoxError, Error};
+use crate::retry::RetryPolicy;
+use crate::store::{Condition, DynStore, ListPage, PutOptions, Version};
+
+pub mod anki;
+mod format;
+mod local;
+
+use format::{Checkpoint, LogEntry, Sidecar};
+use local::Paths;
+
+/// Result alias of this module.
+pub type Result<T, E = TenantDbError> = std::result::Result<T, E>;
+
+/// A schema hook: creates a new tenant's tables (runs once per tenant, in a transaction).
+pub type SchemaHook = Arc<dyn Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + Sync>;
+
+/// Why a tenant database operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantDbError {
+    /// The tenant has no database (reads do not create one; writes do).
+    #[error("tenant '{tenant}' has no database")]
+    NotFound {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// An import without `force` found the tenant already there.
+    #[error("tenant '{tenant}' already has a database")]
+    Exists {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// Other writers kept winning until the retry budget ran out.
+    #[error(
+        "conflict on tenant '{tenant}': gave up after {attempts} attempts ({conflicts} conflicts)"
+    )]
+    Conflict {
+        /// The tenant id.
+        tenant: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Conflicts among them.
+        conflicts: u32,
+    },
+    /// SQLite refused a statement; the message is SQLite's.
+    #[error("SQL error: {message}")]
+    Sql {
+        /// SQLite's message.
+        message: String,
+        /// The rusqlite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The closure panicked; the transaction was rolled back and nothing was uploaded.
+    #[error("the closure panicked: {0}")]
+    Panicked(String),
+    /// The closure returned its own error; the transaction was rolled back.
+    #[error("aborted by the closure: {0}")]
+    Aborted(#[source] BoxError),
+    /// A stored record or a cached file is not what it should be.
+    #[error("corrupt {what}: {message}")]
+    Corrupt {
+        /// Which record or file.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The local cache could not be read or written.
+    #[error("cache I/O failed while {message}: {source}")]
+    Io {
+        /// What was being done.
+        message: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another [`TenantDbs`] holds the cache directory.
+    #[error("the cache directory is in use by another TenantDbs")]
+    CacheInUse,
+    /// The store failed (or a tenant id is not a valid key).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl From<rusqlite::Error> for TenantDbError {
+    fn from(e: rusqlite::Error) -> Self {
+        TenantDbError::Sql {
+            message: e.to_string(),
+            source: e,
+        }
+    }
+}
+
+impl TenantDbError {
+    /// The classification, for exit codes and HTTP statuses.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            TenantDbError::NotFound { .. } => K::NotFound,
+            TenantDbError::Exists { .. } | TenantDbError::Conflict { .. } => K::Conflict,
+            TenantDbError::Sql { .. } => K::Invalid,
+            TenantDbError::Store(e) => e.kind(),
+            _ => K::Other,
+        }
+    }
+}
+
+/// Settings of a [`TenantDbs`].
+#[derive(Clone)]
+pub struct TenantDbsConfig {
+    /// The local cache directory (created if missing).
+    pub cache_dir: PathBuf,
+    /// The most bytes the cache keeps (default 1.5 GiB).
+    pub cache_budget: u64,
+    /// Tenants unused for this long are dropped from the cache (default 24 h).
+    pub cache_max_age: Duration,
+    /// How stale a read may be without asking the store (default zero: always check).
+    pub max_staleness: Duration,
+    /// The most commits between two checkpoints (default 1000); a checkpoint
+    /// also comes as soon as the commits since the last one carry as many
+    /// page bytes as the database holds.
+    pub checkpoint_every: u64,
+    /// How long superseded log entries and checkpoints are kept (default 10 min).
+    pub gc_grace: Duration,
+    /// Key prefix in the store (default `tenants`).
+    pub prefix: String,
+    /// Creates a new tenant's schema (default: no tables).
+    pub schema: SchemaHook,
+    /// Retry budget for conflicts and transient store errors.
+    pub retry: RetryPolicy,
+    /// The clock for freshness, cache ages and grace windows.
+    pub clock: DynClock,
+}
+
+impl std::fmt::Debug for TenantDbsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantDbsConfig")
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_budget", &self.cache_budget)
+            .field("cache_max_age", &self.cache_max_age)
+            .field("max_staleness", &self.max_staleness)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("gc_grace", &self.gc_grace)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default cache budget: 1.5 GiB.
+pub const DEFAULT_CACHE_BUDGET: u64 = 1536 * 1024 * 1024;
+
+impl TenantDbsConfig {
+    /// Defaults with the given cache directory.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        TenantDbsConfig {
+            cache_dir: cache_dir.into(),
+            cache_budget: DEFAULT_CACHE_BUDGET,
+            cache_max_age: Duration::from_secs(24 * 3600),
+            max_staleness: Duration::ZERO,
+            checkpoint_every: 1000,
+            gc_grace: Duration::from_secs(600),
+            prefix: "tenants".into(),
+            schema: Arc::new(|_| Ok(())),
+            retry: RetryPolicy::default(),
+            clock: SystemClock::shared(),
+        }
+    }
+    /// Sets the cache byte budget.
+    pub fn with_cache_budget(mut self, bytes: u64) -> Self {
+        self.cache_budget = bytes;
+        self
+    }
+    /// Sets the cache's maximum age (since last use).
+    pub fn with_cache_max_age(mut self, age: Duration) -> Self {
+        self.cache_max_age = age;
+        self
+    }
+    /// Sets the maximum staleness of reads.
+    pub fn with_max_staleness(mut self, d: Duration) -> Self {
+        self.max_staleness = d;
+        self
+    }
+    /// Sets the most commits between checkpoints (at least 1).
+    pub fn with_checkpoint_every(mut self, n: u64) -> Self {
+        self.checkpoint_every = n.max(1);
+        self
+    }
+    /// Sets the garbage-collection grace window.
+    pub fn with_gc_grace(mut self, d: Duration) -> Self {
+        self.gc_grace = d;
+        self
+    }
+    /// Sets the key prefix.
+    pub fn with_prefix(mut self, p: impl Into<String>) -> Self {
+        self.prefix = p.into();
+        self
+    }
+    /// Sets the schema hook.
+    pub fn with_schema(mut self, hook: SchemaHook) -> Self {
+        self.schema = hook;
+        self
+    }
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, r: RetryPolicy) -> Self {
+        self.retry = r;
+        self
+    }
+    /// Sets the clock.
+    pub fn with_clock(mut self, c: DynClock) -> Self {
+        self.clock = c;
+        self
+    }
+}
+
+/// Counters of a [`TenantDbs`] (a snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TenantDbStats {
+    /// Opens served from the local cache.
+    pub cache_hits: u64,
+    /// Opens that downloaded a checkpoint.
+    pub cache_misses: u64,
+    /// Tenants evicted from the cache.
+    pub evictions: u64,
+    /// Commits that lost to another writer.
+    pub conflicts: u64,
+    /// Closure re-runs (after a conflict or a transient failure).
+    pub retries: u64,
+    /// Commits published.
+    pub commits: u64,
+    /// Checkpoints uploaded.
+    pub checkpoints: u64,
+    /// Bytes uploaded.
+    pub bytes_up: u64,
+    /// Bytes downloaded.
+    pub bytes_down: u64,
+    /// GET requests.
+    pub requests_get: u64,
+    /// PUT requests.
+    pub requests_put: u64,
+    /// DELETE requests.
+    pub requests_delete: u64,
+    /// LIST requests.
+    pub requests_list: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    evictions: AtomicU64,
+    conflicts: AtomicU64,
+    retries: AtomicU64,
+    commits: AtomicU64,
+    checkpoints: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    requests_get: AtomicU64,
+    requests_put: AtomicU64,
+    requests_delete: AtomicU64,
+    requests_list: AtomicU64,
+}
+
+macro_rules! bump {
+    ($c:expr, $field:ident, $n:expr) => {{
+        let n: u64 = $n;
+        $c.$field.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(concat!("ifmatch_tenantdb_", stringify!($field), "_total")).increment(n);
+    }};
+}
+
+fn request(c: &Counters, kind: &'static str) {
+    let a = match kind {
+        "get" => &c.requests_get,
+        "put" => &c.requests_put,
+        "delete" => &c.requests_delete,
+        _ => &c.requests_list,
+    };
+    a.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("ifmatch_tenantdb_requests_total", "kind" => kind).increment(1);
+}
+
+/// What [`TenantDbs::info`] reports about one tenant's cached copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantInfo {
+    /// The sequence number of the copy.
+    pub seq: u64,
+    /// The page size in bytes.
+    pub page_size: u32,
+    /// The number of pages.
+    pub pages: u64,
+    /// The database size in bytes.
+    pub bytes: u64,
+}
+
+/// The rows of [`TenantDbs::query`], every value rendered as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryResult {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows (`NULL`, numbers, text, and blobs as `x'hex'`).
+    pub rows: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Head {
+    checkpoints: Vec<(u64, u64)>,
+    floor: u64,
+}
+
+impl Head {
+    fn newest(&self) -> u64 {
+        self.checkpoints.iter().map(|c| c.0).max().unwrap_or(0)
+    }
+}
+
+type TenantLock = Arc<tokio::sync::Mutex<Option<Sidecar>>>;
+
+#[derive(Debug)]
+struct Slot {
+    lock: TenantLock,
+    users: usize,
+    last_used_ms: u64,
+    bytes: u64,
+}
+
+type FileLock = Arc<Mutex<()>>;
+
+fn hold(l: &FileLock) -> std::sync::MutexGuard<'_, ()> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+struct Inner {
+    files: Mutex<HashMap<String, FileLock>>,
+    store: DynStore,
+    cfg: TenantDbsConfig,
+    counters: Counters,
+    slots: Mutex<HashMap<String, Slot>>,
+    rng: SharedRng,
+    _lock_file: File,
+}
+
+impl Inner {
+    fn file_lock(&self, stem: &str) -> FileLock {
+        let mut m = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(stem.to_string()).or_default().clone()
+    }
+}
+
+/// A handle on the tenant databases of one store, with a local cache. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TenantDbs {
+    inner: Arc<Inner>,
+}
+
+/// Holds a tenant's slot in use (never evicted) until dropped.
+struct InUse {
+    inner: Arc<Inner>,
+    stem: String,
+    lock: TenantLock,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let now = self.inner.cfg.clock.now_ms();
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get_mut(&self.stem) {
+            s.users = s.users.saturating_sub(1);
+            s.last_used_ms = now;
+        }
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> TenantDbError {
+    TenantDbError::Panicked(format!("blocking task failed: {e}"))
+}
+
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(blocking_err)?
+}
+
+fn corrupt(what: String, e: format::FormatError) -> TenantDbError {
+    TenantDbError::Corrupt { what, message: e.0 }
+}
+
+impl TenantDbs {
+    /// Opens the tenant databases of `store` with a cache in `cfg.cache_dir`.
+    ///
+    /// Cached copies left by an earlier process are kept and re-validated on first use.
+    pub fn open(store: DynStore, cfg: TenantDbsConfig) -> Result<TenantDbs> {
+        fs::create_dir_all(&cfg.cache_dir)
+            .map_err(|e| local::io("creating the cache directory", e))?;
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.cache_dir.join(".lock"))
+            .map_err(|e| local::io("opening the cache lock", e))?;
+        // SAFETY: flock on a valid, owned file descriptor.
+        let rc = unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(TenantDbError::CacheInUse);
+        }
+        let mut slots = HashMap::new();
+        let entries =
+            fs::read_dir(&cfg.cache_dir).map_err(|e| local::io("listing the cache", e))?;
+        let entries: Vec<fs::DirEntry> = entries.flatten().collect();
+        let names: std::collections::HashSet<String> = entries
+            .iter()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        for entry in &entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            // Leftovers of a crash: temporary files, and databases without a sidecar.
+            let orphan = name
+                .strip_suffix(".db")
+                .is_some_and(|stem| !names.contains(&format!("{stem}.meta")));
+            if name.ends_with(".tmp")
+                || name.contains(".new.")
+                || name.contains(".import.")
+                || orphan
+            {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %name, error = %e, "could not remove a cache leftover");
+                }
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".meta") else {
+                continue;
+            };
+            let paths = Paths::new(&cfg.cache_dir, stem);
+            let last_used_ms = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            slots.insert(
+                stem.to_string(),
+                Slot {
+                    lock: Arc::new(tokio::sync::Mutex::new(None)),
+                    users: 0,
+                    last_used_ms,
+                    bytes: paths.bytes(),
+                },
+            );
+        }
+        Ok(TenantDbs {
+            inner: Arc::new(Inner {
+                store,
+                rng: cfg.retry.rng.clone(),
+                cfg,
+                counters: Counters::default(),
+                files: Mutex::new(HashMap::new()),
+                slots: Mutex::new(slots),
+                _lock_file: lock_file,
+            }),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TenantDbStats {
+        let c = &self.inner.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TenantDbStats {
+            cache_hits: g(&c.cache_hits),
+            cache_misses: g(&c.cache_misses),
+            evictions: g(&c.evictions),
+            conflicts: g(&c.conflicts),
+            retries: g(&c.retries),
+            commits: g(&c.commits),
+            checkpoints: g(&c.checkpoints),
+            bytes_up: g(&c.bytes_up),
+            bytes_down: g(&c.bytes_down),
+            requests_get: g(&c.requests_get),
+            requests_put: g(&c.requests_put),
+            requests_delete: g(&c.requests_delete),
+            requests_list: g(&c.requests_list),
+        }
+    }
+
+    /// The bytes the cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.values().map(|s| s.bytes).sum()
+    }
+
+    /// Whether a tenant currently has a copy in the cache.
+    pub fn is_cached(&self, tenant: &str) -> bool {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.contains_key(&local::stem(tenant))
+    }
+
+    /// Runs `f` on a read-only connection to the tenant's current database.
+    /// Never uploads. [`TenantDbError::NotFound`] if the tenant has no database.
+    pub async fn read<T, F>(&self, tenant: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let use_ = self.enter(tenant)?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        let res = async {
+            if !self.ensure_current(tenant, &mut local, true).await? {
+                return Err(TenantDbError::NotFound {
+                    tenant: tenant.to_string(),
+                });
+            }
+            let (paths, files) = self.paths_locked(tenant);
+            blocking(move || {
+                let _g = hold(&files);
+                local::run_read(&paths, f)
+            })
+            .await
+        }
+        .await;
+        self.finish(tenant, &mut local, &res);
+        drop(local);
+        drop(use_);
+        self.evict().await;
+        res
+    }
+
+    /// Runs `f` in a transaction on the tenant's database and commits it to the
+    /// store (creating the tenant with the schema hook if it has no database).
+    ///
+    /// **`f` may run more than once**: when another writer commits first, the
+    /// local state is dropped, the winner's changes are applied and `f` runs
+    /// again on the new state. A closure that changes nothing uploads nothing;
+    /// a closure that fails or panics rolls back and uploads nothing.
+    pub async fn write<T, F>(&self, tenant: &str, f: F) -> Result<T>
+    where
+        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let use_ = self.enter(tenant)?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        let mut f = Some(f);
+        let policy = self.inner.cfg.retry.clone();
+        let mut attempts = policy.start();
+        let mut conflicts = 0u32;
+        let mut force_check = false;
+        let res = loop {
+            attempts.begin();
+            if attempts.made() > 1 {
+                bump!(self.inner.counters, retries, 1);
+            }
+            let step = self
+                .write_once(tenant, &mut local, &mut f, force_check)
+                .await;
+            match step {
+                Ok(Step::Done(v)) => break Ok(v),
+                Ok(Step::Lost) => {
+                    conflicts += 1;
+                    force_check = true;
+                    bump!(self.inner.counters, conflicts, 1);
+                    tracing::debug!(tenant, conflicts, "tenant commit lost, catching up");
+                }
+                Ok(Step::Recheck) => force_check = true,
+                Err(TenantDbError::Store(e)) if e.is_retryable() => {
+                    force_check = true;
+                    if !attempts.backoff().await {
+                        break Err(TenantDbError::Store(e));
+                    }
+                    continue;
+                }
+                Err(e) => break Err(e),
+            }
+            if !attempts.backoff().await {
+                break Err(TenantDbError::Conflict {
+                    tenant: tenant.to_string(),
+                    attempts: attempts.made(),
+                    conflicts,
+                });
+            }
+        };
+        self.finish(tenant, &mut local, &res);
+        drop(local);
+        drop(use_);
+        self.evict().await;
+        res
+    }
+
+    /// Writes a standalone SQLite file of the tenant's current database to
+    /// `dest` (rollback-journal mode; the `sqlite3` shell opens it and
+    /// `PRAGMA integrity_check` passes).
+    pub async fn export(&self, tenant: &str, dest: impl AsRef<Path>) -> Result<()> {
+        let dest = dest.as_ref().to_path_buf();
+        let use_ = self.enter(tenant)?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        let res = async {
+            if !self.ensure_current(tenant, &mut local, true).await? {
+                return Err(TenantDbError::NotFound {
+                    tenant: tenant.to_string(),
+                });
+            }
+            let (paths, files) = self.paths_locked(tenant);
+            blocking(move || {
+                let _g = hold(&files);
+                local::export_to(&paths, &dest)
+            })
+            .await
+        }
+        .await;
+        self.finish(tenant, &mut local, &res);
+        drop(local);
+        drop(use_);
+        self.evict().await;
+        res
+    }
+
+    /// Creates a tenant from a SQLite file (integrity-checked first). Without
+    /// `force` only if the tenant has no database ([`TenantDbError::Exists`]
+    /// otherwise); with `force` an existing database is replaced by one commit
+    /// of the pages that differ.
+    pub async fn import(&self, tenant: &str, src: impl AsRef<Path>, force: bool) -> Result<()> {
+        let src = src.as_ref().to_path_buf();
+        let dir = self.inner.cfg.cache_dir.clone();
+        let stem = local::stem(tenant);
+        let use_ = self.enter(tenant)?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        let res = async {
+            let (_, files) = self.paths_locked(tenant);
+            let (page_size, image) = blocking(move || {
+                let _g = hold(&files);
+                local::import_image(&dir, &stem, &src)
+            })
+            .await?;
+            self.import_locked(tenant, &mut local, page_size, image, force)
+                .await
+        }
+        .await;
+        self.finish(tenant, &mut local, &res);
+        drop(local);
+        drop(use_);
+        self.evict().await;
+        res
+    }
+
+    /// Runs one read-only SQL statement and returns its rows as text.
+    pub async fn query(&self, tenant: &str, sql: &str) -> Result<QueryResult> {
+        let sql = sql.to_string();
+        self.read(tenant, move |c| {
+            let mut st = c.prepare(&sql)?;
+            let columns: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+            let n = columns.len();
+            let mut rows = Vec::new();
+            let mut q = st.query([])?;
+            while let Some(r) = q.next()? {
+                let mut row = Vec::with_capacity(n);
+                for i in 0..n {
+                    use rusqlite::types::ValueRef;
+                    row.push(match r.get_ref(i)? {
+                        ValueRef::Null => "NULL".to_string(),
+                        ValueRef::Integer(v) => v.to_string(),
+                        ValueRef::Real(v) => v.to_string(),
+                        ValueRef::Text(t) => String::from_utf8_lossy(t).to_string(),
+                        ValueRef::Blob(b) => {
+                            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                            format!("x'{hex}'")
+                        }
+                    });
+                }
+                rows.push(row);
+            }
+            Ok(QueryResult { columns, rows })
+        })
+        .await
+    }
+
+    /// The seq and size of the tenant's current database.
+    pub async fn info(&self, tenant: &str) -> Result<TenantInfo> {
+        let use_ = self.enter(tenant)?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        let res = async {
+            if !self.ensure_current(tenant, &mut local, true).await? {
+                return Err(TenantDbError::NotFound {
+                    tenant: tenant.to_string(),
+                });
+            }
+            let sc = local.as_ref().ok_or_else(|| TenantDbError::NotFound {
+                tenant: tenant.to_string(),
+            })?;
+            Ok(TenantInfo {
+                seq: sc.seq,
+                page_size: sc.page_size,
+                pages: sc.hashes.len() as u64,
+                bytes: sc.hashes.len() as u64 * sc.page_size as u64,
+            })
+        }
+        .await;
+        self.finish(tenant, &mut local, &res);
+        res
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn key(&self, tenant: &str, rest: &str) -> String {
+        format!("{}/{tenant}/{rest}", self.inner.cfg.prefix)
+    }
+    fn log_key(&self, tenant: &str, seq: u64) -> String {
+        self.key(tenant, &format!("log/{seq:020}"))
+    }
+    fn ckp_key(&self, tenant: &str, seq: u64) -> String {
+        self.key(tenant, &format!("checkpoint/{seq:020}"))
+    }
+    /// The tenant's cache files and the lock that every blocking task on them
+    /// holds: a cancelled operation's blocking task may still be running when
+    /// the next operation starts, and must finish first.
+    fn paths_locked(&self, tenant: &str) -> (Paths, FileLock) {
+        let stem = local::stem(tenant);
+        let paths = Paths::new(&self.inner.cfg.cache_dir, &stem);
+        (paths, self.inner.file_lock(&stem))
+    }
+
+    /// Validates the tenant id and marks its slot in use.
+    fn enter(&self, tenant: &str) -> Result<InUse> {
+        crate::key::validate_key(&self.key(tenant, "head"))?;
+        if tenant
+            .split('/')
+            .any(|s| s == "log" || s == "checkpoint" || s == "head")
+        {
+            // Keeps one tenant's keys from nesting inside another's.
+            return Err(Error::InvalidKey {
+                key: tenant.chars().take(80).collect(),
+                reason: "a tenant id may not contain a 'log', 'checkpoint' or 'head' segment"
+                    .into(),
+            }
+            .into());
+        }
+        let stem = local::stem(tenant);
+        let now = self.inner.cfg.clock.now_ms();
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(stem.clone()).or_insert_with(|| Slot {
+            lock: Arc::new(tokio::sync::Mutex::new(None)),
+            users: 0,
+            last_used_ms: now,
+            bytes: 0,
+        });
+        slot.users += 1;
+        slot.last_used_ms = now;
+        Ok(InUse {
+            inner: self.inner.clone(),
+            stem,
+            lock: slot.lock.clone(),
+        })
+    }
+
+    /// After an operation: on a local failure drop the cached copy (it is
+    /// re-fetched next time); record the slot's size.
+    fn finish<T>(&self, tenant: &str, local: &mut Option<Sidecar>, res: &Result<T>) {
+        let (paths, files) = self.paths_locked(tenant);
+        if matches!(
+            res,
+            Err(TenantDbError::Io { .. }) | Err(TenantDbError::Corrupt { .. })
+        ) {
+            *local = None;
+            let _g = hold(&files);
+            if let Err(e) = paths.remove_all() {
+                tracing::warn!(tenant, error = %e, "could not drop a bad cached copy");
+            }
+        }
+        let bytes = paths.bytes();
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get_mut(&local::stem(tenant)) {
+            s.bytes = bytes;
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let c = &self.inner.counters;
+        let r = self
+            .inner
+            .cfg
+            .retry
+            .run(|| async {
+                request(c, "get");
+                self.inner.store.get(key).await
+            })
+            .await;
+        match r {
+            Ok(o) => {
+                bump!(c, bytes_down, o.body.len() as u64);
+                Ok(Some(o.body))
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        let c = &self.inner.counters;
+        let r = self
+            .inner
+            .cfg
+            .retry
+            .run(|| async {
+                request(c, "get");
+                self.inner.store.get(key).await
+            })
+            .await;
+        match r {
+            Ok(o) => {
+                bump!(c, bytes_down, o.body.len() as u64);
+                let v = o.meta.version.clone();
+                Ok(Some((o.body, v)))
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put(&self, key: &str, body: Bytes, cond: Condition) -> crate::Result<Version> {
+        let c = &self.inner.counters;
+        request(c, "put");
+        bump!(c, bytes_up, body.len() as u64);
+        let opts = PutOptions {
+            condition: cond,
+            ..PutOptions::default()
+        };
+        self.inner.store.put(key, body, opts).await
+    }
+
+    async fn read_head(&self, tenant: &str) -> Result<Option<(Head, Version)>> {
+        let key = self.key(tenant, "head");
+        match self.get_versioned(&key).await? {
+            None => Ok(None),
+            Some((b, v)) => {
+                let h: Head = serde_json::from_slice(&b).map_err(|e| TenantDbError::Corrupt {
+                    what: key.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(Some((h, v)))
+            }
+        }
+    }
+
+    /// Makes `local` the tenant's current state (within the freshness policy
+    /// when `reading`). Returns false if the tenant has no database.
+    async fn ensure_current(
+        &self,
+        tenant: &str,
+        local: &mut Option<Sidecar>,
+        reading: bool,
+    ) -> Result<bool> {
+        let cfg = &self.inner.cfg;
+        if local.is_none() {
+            let (paths, files) = self.paths_locked(tenant);
+            let t = tenant.to_string();
+            *local = blocking(move || {
+                let _g = hold(&files);
+                local::load_verified(&paths, &t)
+            })
+            .await?;
+        }
+        let now = cfg.clock.now_ms();
+        let grace = cfg.gc_grace.as_millis() as u64;
+        if let Some(sc) = local.as_mut() {
+            let age = now.saturating_sub(sc.validated_ms);
+            if reading
+                && !cfg.max_staleness.is_zero()
+                && age <= cfg.max_staleness.as_millis() as u64
+            {
+                bump!(self.inner.counters, cache_hits, 1);
+                return Ok(true);
+            }
+            if age < grace / 2 {
+                // Nothing after `sc.seq` can have been collected yet (see the module docs).
+                self.catch_up(tenant, sc, now).await?;
+                bump!(self.inner.counters, cache_hits, 1);
+                return Ok(true);
+            }
+            match self.read_head(tenant).await? {
+                // Entries after the newest checkpoint are never collected while we replay them;
+                // an older copy loads that checkpoint instead of racing the collector.
+                Some((h, _)) if h.floor <= sc.seq && h.newest() <= sc.seq => {
+                    self.catch_up(tenant, sc, now).await?;
+                    bump!(self.inner.counters, cache_hits, 1);
+                    return Ok(true);
+                }
+                _ => {
+                    // Too old to replay (or the head is gone): load afresh.
+                    *local = None;
+                }
+            }
+        }
+        bump!(self.inner.counters, cache_misses, 1);
+        *local = self.cold_load(tenant).await?;
+        Ok(local.is_some())
+    }
+
+    /// Fetches and applies every log entry after `sc.seq`.
+    async fn catch_up(&self, tenant: &str, sc: &mut Sidecar, checked_ms: u64) -> Result<()> {
+        let mut entries = Vec::new();
+        let mut next = sc.seq + 1;
+        // One probe when current (the common case); then windows of parallel
+        // GETs that double up to 16, so a long tail is not fetched one by one.
+        let mut window = 1u64;
+        'fetch: loop {
+            let gets = (next..next + window).map(|s| {
+                let key = self.log_key(tenant, s);
+                async move { (self.get(&key).await, key) }
+            });
+            for (got, key) in futures::future::join_all(gets).await {
+                let Some(b) = got? else {
+                    break 'fetch;
+                };
+                let e = LogEntry::decode(&b).map_err(|e| corrupt(key.clone(), e))?;
+                if e.seq != next {
+                    return Err(TenantDbError::Corrupt {
+                        what: key,
+                        message: format!("holds seq {}", e.seq),
+                    });
+                }
+                entries.push(e);
+                next += 1;
+            }
+            window = (window * 2).min(16);
+        }
+        let (paths, files) = self.paths_locked(tenant);
+        let mut copy = sc.clone();
+        copy.validated_ms = checked_ms;
+        let copy = blocking(move || {
+            let _g = hold(&files);
+            if entries.is_empty() {
+                return Ok(copy);
+            }
+            local::apply_entries(&paths, &mut copy, &entries)?;
+            Ok(copy)
+        })
+        .await?;
+        *sc = copy;
+        Ok(())
+    }
+
+    /// Downloads the newest checkpoint and replays the log after it.
+    async fn cold_load(&self, tenant: &str) -> Result<Option<Sidecar>> {
+        let now = self.inner.cfg.clock.now_ms();
+        let head = self.read_head(tenant).await?;
+        let mut want = head.as_ref().map(|(h, _)| h.newest()).unwrap_or(0);
+        let mut body = self.get(&self.ckp_key(tenant, want)).await?;
+        if body.is_none() && head.is_some() {
+            // The head may name a checkpoint that was collected since: take the newest listed.
+            if let Some(seq) = self.newest_listed_checkpoint(tenant).await? {
+                want = seq;
+                body = self.get(&self.ckp_key(tenant, want)).await?;
+            }
+        }
+        let Some(body) = body else {
+            if head.is_some() {
+                return Err(TenantDbError::Corrupt {
+                    what: self.key(tenant, "head"),
+                    message: "no checkpoint found".into(),
+                });
+            }
+            return Ok(None);
+        };
+        let key = self.ckp_key(tenant, want);
+        let ck = Checkpoint::decode(&body).map_err(|e| corrupt(key, e))?;
+        if head.is_none() {
+            // A creator crashed before writing the head: repair it.
+            self.init_head(tenant).await;
+        }
+        let (paths, files) = self.paths_locked(tenant);
+        let t = tenant.to_string();
+        let mut sc = blocking(move || {
+            let _g = hold(&files);
+            local::install_image(&paths, &t, ck.seq, ck.page_size, &ck.image, now)
+        })
+        .await?;
+        self.catch_up(tenant, &mut sc, now).await?;
+        Ok(Some(sc))
+    }
+
+    async fn newest_listed_checkpoint(&self, tenant: &str) -> Result<Option<u64>> {
+        let seqs = self.list_seqs(tenant, "checkpoint/").await?;
+        Ok(seqs.into_iter().max())
+    }
+
+    async fn list_seqs(&self, tenant: &str, sub: &str) -> Result<Vec<u64>> {
+        let prefix = self.key(tenant, sub);
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let tok = token.take();
+            let page = self
+                .inner
+                .cfg
+                .retry
+                .run(|| {
+                    request(&self.inner.counters, "list");
+                    self.inner.store.list(
+                        &prefix,
+                        ListPage {
+                            token: tok.clone(),
+                            limit: 1000,
+                        },
+                    )
+                })
+                .await?;
+            out.extend(
+                page.entries
+                    .iter()
+                    .filter_map(|e| e.key.strip_prefix(&prefix)?.parse::<u64>().ok()),
+            );
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn init_head(&self, tenant: &str) {
+        let h = Head {
+            checkpoints: vec![(0, self.inner.cfg.clock.now_ms())],
+            floor: 0,
+        };
+        if let Ok(b) = serde_json::to_vec(&h) {
+            let key = self.key(tenant, "head");
+            if let Err(e) = self.put(&key, b.into(), Condition::Absent).await {
+                if e.kind() != crate::ErrorKind::Conflict {
+                    tracing::debug!(tenant, error = %e, "could not write the head");
+                }
+            }
+        }
+    }
+
+    /// Creates the tenant with the schema hook; on losing the race, loads the winner's.
+    async fn create(&self, tenant: &str, local: &mut Option<Sidecar>) -> Result<()> {
+        let dir = self.inner.cfg.cache_dir.clone();
+        let stem = local::stem(tenant);
+        let schema = self.inner.cfg.schema.clone();
+        let (_, files) = self.paths_locked(tenant);
+        let (ps, image) = blocking(move || {
+            let _g = hold(&files);
+            local::build_image(&dir, &stem, |tx| schema(tx))
+        })
+        .await?;
+        self.publish_image(tenant, local, ps, image).await
+    }
+
+    async fn publish_image(
+        &self,
+        tenant: &str,
+        local: &mut Option<Sidecar>,
+        ps: u32,
+        image: Vec<u8>,
+    ) -> Result<()> {
+        let now = self.inner.cfg.clock.now_ms();
+        let body = Bytes::from(Checkpoint::encode(0, ps, &image));
+        match self
+            .put(&self.ckp_key(tenant, 0), body, Condition::Absent)
+            .await
+        {
+            Ok(_) => {
+                bump!(self.inner.counters, checkpoints, 1);
+                let (paths, files) = self.paths_locked(tenant);
+                let t = tenant.to_string();
+                let sc = blocking(move || {
+                    let _g = hold(&files);
+                    local::install_image(&paths, &t, 0, ps, &image, now)
+                })
+                .await?;
+                *local = Some(sc);
+                self.init_head(tenant).await;
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => {
+                *local = self.cold_load(tenant).await?;
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Ambiguous => {
+                // Whichever creation landed (ours or another's) is the tenant now.
+                *local = self.cold_load(tenant).await?;
+                if local.is_none() {
+                    return Err(Error::Unavailable {
+                        message: format!("creating tenant '{tenant}': {e}"),
+                        source: None,
+                    }
+                    .into());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn import_locked(
+        &self,
+        tenant: &str,
+        local: &mut Option<Sidecar>,
+        ps: u32,
+        image: Vec<u8>,
+        force: bool,
+    ) -> Result<()> {
+        let exists = self.ensure_current(tenant, local, false).await?;
+        if !exists {
+            self.publish_image(tenant, local, ps, image.clone()).await?;
+            // A racing creator may have won; fall through to replace it when forced.
+            let ours = local.as_ref().map(|s| s.seq == 0).unwrap_or(false) && {
+                let (paths, files) = self.paths_locked(tenant);
+                blocking(move || {
+                    let _g = hold(&files);
+                    local::read_image(&paths)
+                })
+                .await?
+                    == image
+            };
+            if ours {
+                return Ok(());
+            }
+        }
+        if !force {
+            return Err(TenantDbError::Exists {
+                tenant: tenant.to_string(),
+            });
+        }
+        let policy = self.inner.cfg.retry.clone();
+        let mut attempts = policy.start();
+        let mut conflicts = 0;
+        loop {
+            attempts.begin();
+            self.ensure_current(tenant, local, false).await?;
+            let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
+                tenant: tenant.to_string(),
+            })?;
+            if sc.page_size != ps {
+                return Err(Error::InvalidInput(format!(
+                    "the file's page size {ps} differs from the tenant's {}",
+                    sc.page_size
+                ))
+                .into());
+            }
+            let pages: Vec<(u32, Vec<u8>)> = image
+                .chunks(ps as usize)
+                .enumerate()
+                .filter(|(i, p)| sc.hashes.get(*i) != Some(&format::page_hash(p)))
+                .map(|(i, p)| (i as u32 + 1, p.to_vec()))
+                .collect();
+            let page_count = (image.len() / ps as usize) as u32;
+            if pages.is_empty() && page_count as usize == sc.hashes.len() {
+                return Ok(());
+            }
+            match self.publish(tenant, local, pages, page_count).await? {
+                true => return Ok(()),
+                false => {
+                    conflicts += 1;
+                    bump!(self.inner.counters, conflicts, 1);
+                    if !attempts.backoff().await {
+                        return Err(TenantDbError::Conflict {
+                            tenant: tenant.to_string(),
+                            attempts: attempts.made(),
+                            conflicts,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt of a write.
+    async fn write_once<T, F>(
+        &self,
+        tenant: &str,
+        local: &mut Option<Sidecar>,
+        f: &mut Option<F>,
+        force_check: bool,
+    ) -> Result<Step<T>>
+    where
+        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let exists = self.ensure_current(tenant, local, !force_check).await?;
+        if !exists {
+            self.create(tenant, local).await?;
+        }
+        let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
+            tenant: tenant.to_string(),
+        })?;
+        let (paths, files) = self.paths_locked(tenant);
+        // Move the closure to a blocking thread and back.
+        let mut owned: F = f.take().ok_or_else(|| {
+            TenantDbError::Panicked("the closure was lost by an earlier panic".into())
+        })?;
+        let ps = sc.page_size;
+        let (owned, out) = tokio::task::spawn_blocking(move || {
+            let g = hold(&files);
+            let r = local::run_write(&paths, ps, &mut owned);
+            drop(g);
+            (owned, r)
+        })
+        .await
+        .map_err(blocking_err)?;
+        *f = Some(owned);
+        let (value, wal) = out?;
+        let Some(wal) = wal else {
+            return Ok(Step::Done(value));
+        };
+        let now = self.inner.cfg.clock.now_ms();
+        let grace = self.inner.cfg.gc_grace.as_millis() as u64;
+        if grace > 0 && now.saturating_sub(sc.validated_ms) >= grace / 2 {
+            // Too long since the base was checked to claim its successor safely.
+            self.drop_wal(tenant).await?;
+            return Ok(Step::Recheck);
+        }
+        let page_count = wal.page_count.unwrap_or(sc.hashes.len() as u32);
+        if self.publish(tenant, local, wal.pages, page_count).await? {
+            Ok(Step::Done(value))
+        } else {
+            Ok(Step::Lost)
+        }
+    }
+
+    async fn drop_wal(&self, tenant: &str) -> Result<()> {
+        let (paths, files) = self.paths_locked(tenant);
+        blocking(move || {
+            let _g = hold(&files);
+            paths.clear_side_files()
+        })
+        .await
+    }
+
+    /// Publishes `pages` as the commit after `local`'s seq. True if it landed
+    /// (the cached file then holds it); false if another writer's commit took
+    /// that seq (the cached file has caught up with it).
+    async fn publish(
+        &self,
+        tenant: &str,
+        local: &mut Option<Sidecar>,
+        pages: Vec<(u32, Vec<u8>)>,
+        page_count: u32,
+    ) -> Result<bool> {
+        let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
+            tenant: tenant.to_string(),
+        })?;
+        let entry = LogEntry {
+            seq: sc.seq + 1,
+            writer: self.inner.rng.next_u64(),
+            page_size: sc.page_size,
+            page_count,
+            pages,
+        };
+        let body = Bytes::from(entry.encode());
+        let key = self.log_key(tenant, entry.seq);
+        let landed = match self.put(&key, body.clone(), Condition::Absent).await {
+            Ok(_) => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::ErrorKind::Conflict | crate::ErrorKind::Ambiguous
+                ) =>
+            {
+                // Whose entry is it? A lost response may hide our own success.
+                match self.get(&key).await {
+                    Ok(Some(b)) if b == body => true,
+                    Ok(Some(_)) => false,
+                    Ok(None) => {
+                        self.drop_wal(tenant).await?;
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        self.drop_wal(tenant).await?;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                self.drop_wal(tenant).await?;
+                return Err(e.into());
+            }
+        };
+        let (paths, files) = self.paths_locked(tenant);
+        let now = self.inner.cfg.clock.now_ms();
+        if landed {
+            bump!(self.inner.counters, commits, 1);
+            let mut copy = sc.clone();
+            let seq = entry.seq;
+            let copy = blocking(move || {
+                let _g = hold(&files);
+                paths.clear_side_files()?;
+                local::apply_entries(&paths, &mut copy, std::slice::from_ref(&entry))?;
+                Ok(copy)
+            })
+            .await?;
+            *local = Some(copy);
+            if let Some(sc) = local.as_mut() {
+                if self.checkpoint_due(sc) {
+                    if let Err(e) = self.maybe_checkpoint(tenant, sc).await {
+                        tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
+                    }
+                }
+            }
+            Ok(true)
+        } else {
+            self.drop_wal(tenant).await?;
+            let mut copy = sc;
+            self.catch_up(tenant, &mut copy, now).await?;
+            *local = Some(copy);
+            Ok(false)
+        }
+    }
+
+    /// Whether the log since the last known checkpoint is long enough for a new one:
+    /// `checkpoint_every` commits, or page bytes of half the database.
+    fn checkpoint_due(&self, sc: &Sidecar) -> bool {
+        let image = sc.hashes.len() as u64 * sc.page_size as u64;
+        sc.tail_entries >= self.inner.cfg.checkpoint_every || sc.tail_bytes >= image / 2
+    }
+
+    /// Writes a checkpoint unless another writer wrote one this copy does not know of.
+    async fn maybe_checkpoint(&self, tenant: &str, sc: &mut Sidecar) -> Result<()> {
+        let since = sc.seq.saturating_sub(sc.tail_entries);
+        if let Some((h, _)) = self.read_head(tenant).await? {
+            let newest = h.newest();
+            if newest > since && newest <= sc.seq {
+                // Someone else checkpointed: count from there (bytes scaled, as sizes are unknown).
+                let left = sc.seq - newest;
+                sc.tail_bytes = sc.tail_bytes * left / sc.tail_entries.max(1);
+                sc.tail_entries = left;
+                if !self.checkpoint_due(sc) {
+                    return Ok(());
+                }
+            }
+        }
+        self.checkpoint(tenant, sc.seq, sc.page_size).await?;
+        sc.tail_entries = 0;
+        sc.tail_bytes = 0;
+        Ok(())
+    }
+
+    /// Uploads a checkpoint at `seq` (the cached file), records it in the head
+    /// and collects what no checkpoint needs any more.
+    async fn checkpoint(&self, tenant: &str, seq: u64, ps: u32) -> Result<()> {
+        let (paths, files) = self.paths_locked(tenant);
+        let image = blocking(move || {
+            let _g = hold(&files);
+            local::read_image(&paths)
+        })
+        .await?;
+        let body = Bytes::from(Checkpoint::encode(seq, ps, &image));
+        match self
+            .put(&self.ckp_key(tenant, seq), body, Condition::Absent)
+            .await
+        {
+            Ok(_) => bump!(self.inner.counters, checkpoints, 1),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+            Err(e) => return Err(e.into()),
+        }
+        let grace = self.inner.cfg.gc_grace.as_millis() as u64;
+        let key = self.key(tenant, "head");
+        for _ in 0..8 {
+            let now = self.inner.cfg.clock.now_ms();
+            let (mut head, cond) = match self.read_head(tenant).await? {
+                Some((h, v)) => (h, Condition::Matches(v)),
+                None => (Head::default(), Condition::Absent),
+            };
+            let old_floor = head.floor;
+            if !head.checkpoints.iter().any(|c| c.0 == seq) {
+                head.checkpoints.push((seq, now));
+                head.checkpoints.sort();
+            }
+            let floor = head
+                .checkpoints
+                .iter()
+                .filter(|c| now.saturating_sub(c.1) >= grace)
+                .map(|c| c.0)
+                .max()
+                .unwrap_or(0)
+                .max(old_floor);
+            head.floor = floor;
+            head.checkpoints.retain(|c| c.0 >= floor);
+            let b = serde_json::to_vec(&head).map_err(|e| TenantDbError::Corrupt {
+                what: key.clone(),
+                message: e.to_string(),
+            })?;
+            match self.put(&key, b.into(), cond).await {
+                Ok(_) => {
+                    if floor > old_floor {
+                        self.collect(tenant, floor).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes log entries `≤ floor` and checkpoints `< floor` (but never the creation checkpoint).
+    async fn collect(&self, tenant: &str, floor: u64) -> Result<()> {
+        for seq in self.list_seqs(tenant, "log/").await? {
+            if seq <= floor {
+                request(&self.inner.counters, "delete");
+                self.inner
+                    .store
+                    .delete(&self.log_key(tenant, seq), Condition::Any)
+                    .await?;
+            }
+        }
+        for seq in self.list_seqs(tenant, "checkpoint/").await? {
+            if seq > 0 && seq < floor {
+                request(&self.inner.counters, "delete");
+                self.inner
+                    .store
+                    .delete(&self.ckp_key(tenant, seq), Condition::Any)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts tenants past the maximum age, then least recently used ones
+    /// while the cache is over budget. Tenants in use are skipped.
+    async fn evict(&self) {
+        let inner = self.inner.clone();
+        let r = blocking(move || {
+            let now = inner.cfg.clock.now_ms();
+            let max_age = inner.cfg.cache_max_age.as_millis() as u64;
+            let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut total: u64 = slots.values().map(|s| s.bytes).sum();
+            let mut order: Vec<(u64, String)> = slots
+                .iter()
+                .filter(|(_, s)| s.users == 0)
+                .map(|(k, s)| (s.last_used_ms, k.clone()))
+                .collect();
+            order.sort();
+            for (last, stem) in order {
+                let too_old = now.saturating_sub(last) > max_age;
+                if !too_old && total <= inner.cfg.cache_budget {
+                    continue;
+                }
+                let Some(slot) = slots.get(&stem) else {
+                    continue;
+                };
+                let Ok(mut guard) = slot.lock.try_lock() else {
+                    continue;
+                };
+                let files = inner.file_lock(&stem);
+                let Ok(_g) = files.try_lock() else {
+                    continue;
+                };
+                Paths::new(&inner.cfg.cache_dir, &stem).remove_all()?;
+                *guard = None;
+                drop(guard);
+                total = total.saturating_sub(slot.bytes);
+                slots.remove(&stem);
+                bump!(inner.counters, evictions, 1);
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cache eviction failed");
+        }
+    }
+}
+
+/// The outcome of one write attempt.
+enum Step<T> {
+    Done(T),
+    Lost,
+    Recheck,
+}
