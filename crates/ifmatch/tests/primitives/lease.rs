@@ -736,3 +736,93 @@ impl Store for Switchable {
         self.inner.list(prefix, page).await
     }
 }
+
+/// Runs a one-shot action right after the first `head` answers, to slip
+/// another writer in between a fenced write's check and its put.
+struct AfterFirstHead {
+    inner: DynStore,
+    action: tokio::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for AfterFirstHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterFirstHead")
+    }
+}
+
+#[async_trait]
+impl Store for AfterFirstHead {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Object> {
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let meta = self.inner.head(key).await;
+        let action = self.action.lock().await.take();
+        if let Some(action) = action {
+            action.await;
+        }
+        meta
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        self.inner.list(prefix, page).await
+    }
+}
+
+#[tokio::test]
+#[ignore = "fails on s3 (known bug): a same-bytes rewrite moves the token but not the ETag"]
+async fn a_newer_token_with_the_same_body_still_fences_off_an_older_one() {
+    // On S3 a version is a hash of the body: a newer holder writing the bytes
+    // already stored changes only the token (metadata), not the version, so
+    // an older holder that checked the old token against that version still
+    // lands, and the stored token goes back down. Passes on memory, file and
+    // dynamodb; see the note on `fenced_put`.
+    for (name, store) in crate::backends::backends().await {
+        let clock = manual_clock();
+        let p = policy(&clock, 3);
+        let body = Bytes::from_static(b"same bytes");
+        fenced_put(&*store, "data/same", body.clone(), 1, Metadata::new(), &p)
+            .await
+            .unwrap();
+        // Between the old holder's check and its put, the new holder writes.
+        let newer = {
+            let store = store.clone();
+            let body = body.clone();
+            let p = p.clone();
+            Box::pin(async move {
+                fenced_put(&*store, "data/same", body, 2, Metadata::new(), &p)
+                    .await
+                    .unwrap();
+            })
+        };
+        let racing: DynStore = Arc::new(AfterFirstHead {
+            inner: store.clone(),
+            action: tokio::sync::Mutex::new(Some(newer)),
+        });
+        let old = fenced_put(&*racing, "data/same", body.clone(), 1, Metadata::new(), &p).await;
+        assert!(
+            matches!(
+                old,
+                Err(FenceError::Stale {
+                    token: 1,
+                    stored: 2,
+                    ..
+                })
+            ),
+            "{name}: {old:?}"
+        );
+        let meta = store.head("data/same").await.unwrap();
+        assert_eq!(stored_token(&meta).unwrap(), Some(2), "{name}");
+    }
+}
