@@ -1007,6 +1007,14 @@ pub fn stored_token(meta: &ObjectMeta) -> Result<Option<u64>, FenceError> {
 /// again. An equal token passes (the same holder writing again). A lost
 /// response is settled by re-reading for this write's id. `metadata` is
 /// stored alongside (names starting `ifmatch-` are reserved).
+///
+/// **Known limitation on S3** (and any store whose versions are content
+/// hashes): the token lives in metadata, which the ETag does not cover. If a
+/// newer holder rewrites the very bytes already stored, the version does not
+/// move, so an older holder that read the previous token at that version can
+/// still land its write (and lower the stored token). Fenced values on S3 are
+/// only protected when every fenced write changes the body (e.g. the body
+/// carries the token or a write id).
 pub async fn fenced_put(
     store: &dyn Store,
     key: &str,

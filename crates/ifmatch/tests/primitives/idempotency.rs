@@ -16,6 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::backends::local_backends as backends;
 
+/// A clock for tests on every backend, remote ones included: a [`ManualClock`]
+/// moves only when slept on, so network IO is not cut short by timeouts.
+fn manual_clock() -> DynClock {
+    Arc::new(ManualClock::new(
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Message {
     request_id: String,
@@ -50,16 +58,16 @@ fn message(id: &str) -> Message {
 /// number of handler executions.
 async fn consume(
     store: DynStore,
+    clock: &DynClock,
     deliveries: Vec<Message>,
     workers: usize,
     wait: Duration,
 ) -> (Vec<Outcome<Screenshot>>, usize) {
-    let clock: DynClock = SystemClock::shared();
     let queue = Arc::new(Mutex::new(VecDeque::from(deliveries)));
     let executions = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let idem = worker(&store, &clock, 100 + w as u64)
+        let idem = worker(&store, clock, 100 + w as u64)
             .with_wait(wait, Duration::from_millis(50))
             .with_cache(16);
         let queue = queue.clone();
@@ -100,37 +108,62 @@ async fn consume(
     (all, executions.load(Ordering::SeqCst))
 }
 
+/// Seed 004: 50 deliveries of one message across 4 workers run it once.
+async fn fifty_deliveries_run_once(name: &str, store: DynStore, clock: DynClock) {
+    let deliveries = vec![message("req-1"); 50];
+    let (outcomes, executions) =
+        consume(store, &clock, deliveries, 4, Duration::from_secs(30)).await;
+    assert_eq!(executions, 1, "{name}");
+    assert_eq!(outcomes.len(), 50, "{name}");
+    let executed: Vec<_> = outcomes.iter().filter(|o| !o.is_duplicate()).collect();
+    assert_eq!(executed.len(), 1, "{name}");
+    let dups = outcomes.iter().filter(|o| o.is_duplicate()).count();
+    assert_eq!(dups, 49, "{name}");
+    // Every duplicate received the stored result of the one execution.
+    let first = executed[0].value();
+    assert!(outcomes.iter().all(|o| o.value() == first), "{name}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn fifty_deliveries_of_one_message_run_once() {
     for (name, store) in backends() {
-        let deliveries = vec![message("req-1"); 50];
-        let (outcomes, executions) = consume(store, deliveries, 4, Duration::from_secs(30)).await;
-        assert_eq!(executions, 1, "{name}");
-        assert_eq!(outcomes.len(), 50, "{name}");
-        let executed: Vec<_> = outcomes.iter().filter(|o| !o.is_duplicate()).collect();
-        assert_eq!(executed.len(), 1, "{name}");
-        let dups = outcomes.iter().filter(|o| o.is_duplicate()).count();
-        assert_eq!(dups, 49, "{name}");
-        // Every duplicate received the stored result of the one execution.
-        let first = executed[0].value();
-        assert!(outcomes.iter().all(|o| o.value() == first), "{name}");
+        fifty_deliveries_run_once(name, store, SystemClock::shared()).await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_deliveries_of_one_message_run_once_on_every_backend() {
+    for (name, store) in crate::backends::backends().await {
+        fifty_deliveries_run_once(name, store, manual_clock()).await;
+    }
+}
+
+/// `n` unique messages across 3 workers all run, spread across the workers.
+async fn unique_messages_all_run(name: &str, store: DynStore, clock: DynClock, n: usize) {
+    let deliveries = (0..n).map(|i| message(&format!("u-{i}"))).collect();
+    let (outcomes, executions) = consume(store, &clock, deliveries, 3, Duration::ZERO).await;
+    assert_eq!(executions, n, "{name}");
+    assert!(outcomes.iter().all(|o| !o.is_duplicate()), "{name}");
+    for w in 0..3 {
+        assert!(
+            outcomes.iter().any(|o| o.value().taken_by == w),
+            "{name}: worker {w} did nothing"
+        );
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_hundred_unique_messages_all_run() {
     for (name, store) in backends() {
-        let deliveries = (0..100).map(|i| message(&format!("u-{i}"))).collect();
-        let (outcomes, executions) = consume(store, deliveries, 3, Duration::ZERO).await;
-        assert_eq!(executions, 100, "{name}");
-        assert!(outcomes.iter().all(|o| !o.is_duplicate()), "{name}");
-        // Spread across the workers.
-        for w in 0..3 {
-            assert!(
-                outcomes.iter().any(|o| o.value().taken_by == w),
-                "{name}: worker {w} did nothing"
-            );
-        }
+        unique_messages_all_run(name, store, SystemClock::shared(), 100).await;
+    }
+}
+
+#[tokio::test]
+async fn unique_messages_all_run_on_every_backend() {
+    // 30, not 100: each message costs a claim and a completion write.
+    for (name, store) in crate::backends::backends().await {
+        unique_messages_all_run(name, store, manual_clock(), 30).await;
     }
 }
 
@@ -152,8 +185,14 @@ async fn duplicates_with_errors_and_lost_responses_still_run_once() {
                 deliveries.push(message(&format!("f-{i}")));
             }
         }
-        let (outcomes, executions) =
-            consume(fault.clone(), deliveries, 4, Duration::from_secs(30)).await;
+        let (outcomes, executions) = consume(
+            fault.clone(),
+            &SystemClock::shared(),
+            deliveries,
+            4,
+            Duration::from_secs(30),
+        )
+        .await;
         assert_eq!(executions, 30, "{name}");
         assert_eq!(outcomes.iter().filter(|o| o.is_duplicate()).count(), 120);
         let c = fault.counters();
@@ -220,61 +259,77 @@ async fn a_concurrent_duplicate_is_told_in_progress_or_waits_within_a_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_stale_in_progress_claim_is_taken_over() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let timeout = Duration::from_secs(600);
-        let a = worker(&store, &clock, 1);
-        // Worker A claims the key, then hangs for 20 minutes.
-        let hung = {
-            let a = a.clone();
-            let clock = clock.clone();
-            tokio::spawn(async move {
-                a.run("job", "payload", || async move {
-                    clock.sleep(Duration::from_secs(1200)).await;
-                    Ok::<_, Boom>("from a".to_string())
-                })
-                .await
-            })
-        };
-        clock.sleep(Duration::from_secs(60)).await;
-        let b = worker(&store, &clock, 2);
-        let err = b
-            .run("job", "payload", || async {
-                Ok::<_, Boom>("from b".to_string())
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, IdempotencyError::InProgress { .. }), "{name}");
-        // After the in-progress timeout, B takes the claim over and runs.
-        clock.sleep(timeout).await;
-        let out = b
-            .run("job", "payload", || async {
-                Ok::<_, Boom>("from b".to_string())
-            })
-            .await
-            .unwrap();
-        assert_eq!(out, Outcome::Executed("from b".to_string()), "{name}");
-        // When A finally finishes, its result is not stored over B's.
-        match hung.await.unwrap() {
-            Err(IdempotencyError::NotSaved {
-                key,
-                result,
-                reason,
-            }) => {
-                assert_eq!(key, "job");
-                assert_eq!(result, serde_json::json!("from a"));
-                assert!(reason.contains("taken over"), "{name}: {reason}");
-            }
-            other => panic!("{name}: {other:?}"),
-        }
-        let c = worker(&store, &clock, 3);
-        let out = c
-            .run("job", "payload", || async {
-                Ok::<_, Boom>("from c".to_string())
-            })
-            .await
-            .unwrap();
-        assert_eq!(out, Outcome::Duplicate("from b".to_string()), "{name}");
+        stale_claim_taken_over(name, store, SystemClock::shared()).await;
     }
+}
+
+#[tokio::test]
+async fn a_stale_in_progress_claim_is_taken_over_on_every_backend() {
+    for (name, store) in crate::backends::backends().await {
+        stale_claim_taken_over(name, store, manual_clock()).await;
+    }
+}
+
+/// A claim older than the in-progress timeout is taken over; the hung
+/// worker's late result is not stored over the new one.
+async fn stale_claim_taken_over(name: &str, store: DynStore, clock: DynClock) {
+    let timeout = Duration::from_secs(600);
+    let a = worker(&store, &clock, 1);
+    // Worker A claims the key, then hangs (until told to finish).
+    let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let hung = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.run("job", "payload", || async move {
+                let _ = claimed_tx.send(());
+                let _ = finish_rx.await;
+                Ok::<_, Boom>("from a".to_string())
+            })
+            .await
+        })
+    };
+    claimed_rx.await.unwrap();
+    clock.sleep(Duration::from_secs(60)).await;
+    let b = worker(&store, &clock, 2);
+    let err = b
+        .run("job", "payload", || async {
+            Ok::<_, Boom>("from b".to_string())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdempotencyError::InProgress { .. }), "{name}");
+    // After the in-progress timeout, B takes the claim over and runs.
+    clock.sleep(timeout).await;
+    let out = b
+        .run("job", "payload", || async {
+            Ok::<_, Boom>("from b".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Executed("from b".to_string()), "{name}");
+    // When A finally finishes, its result is not stored over B's.
+    finish_tx.send(()).unwrap();
+    match hung.await.unwrap() {
+        Err(IdempotencyError::NotSaved {
+            key,
+            result,
+            reason,
+        }) => {
+            assert_eq!(key, "job");
+            assert_eq!(result, serde_json::json!("from a"));
+            assert!(reason.contains("taken over"), "{name}: {reason}");
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+    let c = worker(&store, &clock, 3);
+    let out = c
+        .run("job", "payload", || async {
+            Ok::<_, Boom>("from c".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Duplicate("from b".to_string()), "{name}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,39 +376,50 @@ async fn two_workers_racing_for_a_stale_claim_run_it_once() {
 #[tokio::test(start_paused = true)]
 async fn the_same_key_with_another_payload_is_a_mismatch() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let w = worker(&store, &clock, 1).with_cache(8);
-        let out = w
-            .run("order-7", &message("a"), || async { Ok::<_, Boom>(1u8) })
-            .await
-            .unwrap();
-        assert_eq!(out, Outcome::Executed(1));
-        // Through the cache and through the store alike.
-        for w in [w.clone(), worker(&store, &clock, 2)] {
-            let err = w
-                .run("order-7", &message("b"), || async { Ok::<_, Boom>(2u8) })
-                .await
-                .unwrap_err();
-            match &err {
-                IdempotencyError::PayloadMismatch { key, state, .. } => {
-                    assert_eq!(key, "order-7");
-                    assert_eq!(*state, RecordState::Completed);
-                }
-                other => panic!("{name}: {other:?}"),
-            }
-            let msg = err.to_string();
-            assert!(
-                msg.contains("'order-7'") && msg.contains("completed"),
-                "{msg}"
-            );
-        }
-        // The original payload still gets its result.
-        let out = worker(&store, &clock, 3)
-            .run("order-7", &message("a"), || async { Ok::<_, Boom>(3u8) })
-            .await
-            .unwrap();
-        assert_eq!(out, Outcome::Duplicate(1), "{name}");
+        payload_mismatch(name, store, SystemClock::shared()).await;
     }
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_payload_is_a_mismatch_on_every_backend() {
+    for (name, store) in crate::backends::backends().await {
+        payload_mismatch(name, store, manual_clock()).await;
+    }
+}
+
+/// The same key with another payload is a mismatch, through the cache and the store.
+async fn payload_mismatch(name: &str, store: DynStore, clock: DynClock) {
+    let w = worker(&store, &clock, 1).with_cache(8);
+    let out = w
+        .run("order-7", &message("a"), || async { Ok::<_, Boom>(1u8) })
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Executed(1));
+    // Through the cache and through the store alike.
+    for w in [w.clone(), worker(&store, &clock, 2)] {
+        let err = w
+            .run("order-7", &message("b"), || async { Ok::<_, Boom>(2u8) })
+            .await
+            .unwrap_err();
+        match &err {
+            IdempotencyError::PayloadMismatch { key, state, .. } => {
+                assert_eq!(key, "order-7");
+                assert_eq!(*state, RecordState::Completed);
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("'order-7'") && msg.contains("completed"),
+            "{msg}"
+        );
+    }
+    // The original payload still gets its result.
+    let out = worker(&store, &clock, 3)
+        .run("order-7", &message("a"), || async { Ok::<_, Boom>(3u8) })
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Duplicate(1), "{name}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ifmatch::clock::{DynClock, SharedRng, SystemClock};
+use ifmatch::clock::{DynClock, ManualClock, SharedRng, SystemClock};
 use ifmatch::lease::{FenceError, LeaseError, LeaseStatus, Leases, fenced_put, stored_token};
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
@@ -19,6 +19,14 @@ use ifmatch::store::{
 use ifmatch::{Error, Result};
 
 use crate::backends::local_backends as backends;
+
+/// A clock for tests on every backend, remote ones included: a [`ManualClock`]
+/// moves only when slept on, so network IO is not cut short by timeouts.
+fn manual_clock() -> DynClock {
+    Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ))
+}
 
 const SKEW: Duration = Duration::from_millis(500);
 
@@ -46,14 +54,20 @@ struct Tenure {
     released_at: SystemTime,
 }
 
-/// `contenders` workers take the lease `rounds` times each; returns every tenure.
-async fn contend(store: DynStore, contenders: usize, rounds: usize) -> Vec<Tenure> {
-    let clock: DynClock = SystemClock::shared();
+/// `contenders` workers take the lease (for `ttl`) `rounds` times each;
+/// returns every tenure.
+async fn contend(
+    store: DynStore,
+    clock: &DynClock,
+    contenders: usize,
+    rounds: usize,
+    ttl: Duration,
+) -> Vec<Tenure> {
     let history = Arc::new(Mutex::new(Vec::<Tenure>::new()));
     let holding = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..contenders {
-        let l = leases(&store, &clock, 1000 + c as u64, &format!("c{c}"));
+        let l = leases(&store, clock, 1000 + c as u64, &format!("c{c}"));
         let clock = clock.clone();
         let history = history.clone();
         let holding = holding.clone();
@@ -61,7 +75,7 @@ async fn contend(store: DynStore, contenders: usize, rounds: usize) -> Vec<Tenur
         tasks.push(tokio::spawn(async move {
             for _ in 0..rounds {
                 let lease = l
-                    .acquire("job", Duration::from_secs(10), Duration::from_secs(3600))
+                    .acquire("job", ttl, Duration::from_secs(3600))
                     .await
                     .expect("acquire within the wait budget");
                 let acquired_at = clock.now();
@@ -116,20 +130,42 @@ fn check_history(name: &str, h: &[Tenure], expected: usize) {
     }
 }
 
+/// Contenders never overlap and tokens increase; the record keeps the last
+/// token after release.
+async fn contenders_never_overlap(
+    name: &str,
+    store: DynStore,
+    clock: DynClock,
+    contenders: usize,
+    rounds: usize,
+    ttl: Duration,
+) {
+    let h = contend(store.clone(), &clock, contenders, rounds, ttl).await;
+    check_history(name, &h, contenders * rounds);
+    let info = leases(&store, &clock, 1, "x")
+        .inspect("job")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(info.released, "{name}");
+    assert_eq!(info.token, h.last().unwrap().token, "{name}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn thirty_two_contenders_never_overlap_and_tokens_increase() {
     for (name, store) in backends() {
-        let h = contend(store.clone(), 32, 4).await;
-        check_history(name, &h, 32 * 4);
-        // The record keeps the last token after release.
-        let clock: DynClock = SystemClock::shared();
-        let info = leases(&store, &clock, 1, "x")
-            .inspect("job")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(info.released, "{name}");
-        assert_eq!(info.token, h.last().unwrap().token, "{name}");
+        let clock = SystemClock::shared();
+        contenders_never_overlap(name, store, clock, 32, 4, Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn contenders_never_overlap_on_every_backend() {
+    // Fewer rounds than on the paused clock: every step is a request, and moto
+    // answers one at a time. Waiters' naps move the manual clock at once, so
+    // the TTL is long enough that no live holder is ever seen as expired.
+    for (name, store) in crate::backends::backends().await {
+        contenders_never_overlap(name, store, manual_clock(), 8, 3, Duration::from_secs(60)).await;
     }
 }
 
@@ -141,7 +177,14 @@ async fn contend_through_faults(config: FaultConfig, seed: u64) {
             config.clone(),
             SharedRng::seeded(seed),
         ));
-        let h = contend(fault.clone(), 32, 3).await;
+        let h = contend(
+            fault.clone(),
+            &SystemClock::shared(),
+            32,
+            3,
+            Duration::from_secs(10),
+        )
+        .await;
         check_history(name, &h, 32 * 3);
         let c = fault.counters();
         let lost = c.lost_responses.load(Ordering::Relaxed);
@@ -179,88 +222,100 @@ async fn contention_with_errors_and_lost_responses_keeps_the_invariants() {
 #[tokio::test(start_paused = true)]
 async fn a_silent_holder_is_taken_over_within_ttl_plus_skew() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let ttl = Duration::from_secs(10);
-        // Long polls: the waiter must wake on the expiry it read, not on a poll.
-        let a = leases(&store, &clock, 1, "a").with_poll_interval(Duration::from_secs(3600));
-        let b = leases(&store, &clock, 2, "b").with_poll_interval(Duration::from_secs(3600));
-        let mut la = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
-        let t0 = clock.now();
-
-        // Until the lease lapses, others are told who holds it and for how long.
-        match b.acquire("res", ttl, Duration::ZERO).await {
-            Err(e @ LeaseError::Held { .. }) => {
-                let LeaseError::Held {
-                    ref holder,
-                    expires_in,
-                    ..
-                } = e
-                else {
-                    unreachable!()
-                };
-                assert_eq!(holder, la.owner(), "{name}");
-                assert!(expires_in <= ttl && expires_in > ttl - Duration::from_secs(1));
-                assert!(e.to_string().contains("res"), "{name}: {e}");
-            }
-            other => panic!("{name}: expected Held, got {other:?}"),
-        }
-
-        // A stops renewing (paused, crashed). B waits and takes over.
-        clock.sleep(Duration::from_secs(7)).await;
-        let lb = b
-            .acquire("res", ttl, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let took = clock.now().duration_since(t0).unwrap();
-        assert!(
-            took >= ttl + SKEW,
-            "{name}: taken over too early, after {took:?}"
-        );
-        assert!(
-            took <= ttl + SKEW + Duration::from_millis(100),
-            "{name}: takeover took {took:?}, not within ttl + skew"
-        );
-        assert!(lb.token() > la.token(), "{name}");
-
-        // A, waking up, can neither renew nor release.
-        match a.renew(&mut la).await {
-            Err(LeaseError::NotOwner { holder, .. }) => {
-                assert_eq!(holder.as_deref(), Some(lb.owner()), "{name}")
-            }
-            other => panic!("{name}: renew by a non-owner: {other:?}"),
-        }
-        assert!(
-            matches!(a.release(&la).await, Err(LeaseError::NotOwner { .. })),
-            "{name}"
-        );
-        // B still holds it, and can renew and release; releasing twice is fine.
-        let mut lb = lb;
-        let before = lb.expires_at();
-        clock.sleep(Duration::from_secs(1)).await;
-        b.renew(&mut lb).await.unwrap();
-        assert!(lb.expires_at() > before, "{name}");
-        b.release(&lb).await.unwrap();
-        b.release(&lb).await.unwrap();
-        // After B released, neither stale handle renews.
-        assert!(matches!(
-            b.renew(&mut lb).await,
-            Err(LeaseError::NotOwner { .. })
-        ));
-        assert!(matches!(
-            a.renew(&mut la).await,
-            Err(LeaseError::NotOwner { .. })
-        ));
-
-        // A released lease is free at once, and the token keeps growing.
-        let lc = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
-        assert!(lc.token() > lb.token(), "{name}");
-        // A stale handle cannot release the new holder's lease.
-        assert!(matches!(
-            b.release(&lb).await,
-            Err(LeaseError::NotOwner { .. })
-        ));
-        a.release(&lc).await.unwrap();
+        silent_holder_taken_over(name, store, SystemClock::shared()).await;
     }
+}
+
+#[tokio::test]
+async fn a_silent_holder_is_taken_over_on_every_backend() {
+    for (name, store) in crate::backends::backends().await {
+        silent_holder_taken_over(name, store, manual_clock()).await;
+    }
+}
+
+/// Takeover of a holder that stops renewing, within ttl + skew; the old
+/// holder can then neither renew nor release; tokens keep growing.
+async fn silent_holder_taken_over(name: &str, store: DynStore, clock: DynClock) {
+    let ttl = Duration::from_secs(10);
+    // Long polls: the waiter must wake on the expiry it read, not on a poll.
+    let a = leases(&store, &clock, 1, "a").with_poll_interval(Duration::from_secs(3600));
+    let b = leases(&store, &clock, 2, "b").with_poll_interval(Duration::from_secs(3600));
+    let mut la = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
+    let t0 = clock.now();
+
+    // Until the lease lapses, others are told who holds it and for how long.
+    match b.acquire("res", ttl, Duration::ZERO).await {
+        Err(e @ LeaseError::Held { .. }) => {
+            let LeaseError::Held {
+                ref holder,
+                expires_in,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(holder, la.owner(), "{name}");
+            assert!(expires_in <= ttl && expires_in > ttl - Duration::from_secs(1));
+            assert!(e.to_string().contains("res"), "{name}: {e}");
+        }
+        other => panic!("{name}: expected Held, got {other:?}"),
+    }
+
+    // A stops renewing (paused, crashed). B waits and takes over.
+    clock.sleep(Duration::from_secs(7)).await;
+    let lb = b
+        .acquire("res", ttl, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let took = clock.now().duration_since(t0).unwrap();
+    assert!(
+        took >= ttl + SKEW,
+        "{name}: taken over too early, after {took:?}"
+    );
+    assert!(
+        took <= ttl + SKEW + Duration::from_millis(100),
+        "{name}: takeover took {took:?}, not within ttl + skew"
+    );
+    assert!(lb.token() > la.token(), "{name}");
+
+    // A, waking up, can neither renew nor release.
+    match a.renew(&mut la).await {
+        Err(LeaseError::NotOwner { holder, .. }) => {
+            assert_eq!(holder.as_deref(), Some(lb.owner()), "{name}")
+        }
+        other => panic!("{name}: renew by a non-owner: {other:?}"),
+    }
+    assert!(
+        matches!(a.release(&la).await, Err(LeaseError::NotOwner { .. })),
+        "{name}"
+    );
+    // B still holds it, and can renew and release; releasing twice is fine.
+    let mut lb = lb;
+    let before = lb.expires_at();
+    clock.sleep(Duration::from_secs(1)).await;
+    b.renew(&mut lb).await.unwrap();
+    assert!(lb.expires_at() > before, "{name}");
+    b.release(&lb).await.unwrap();
+    b.release(&lb).await.unwrap();
+    // After B released, neither stale handle renews.
+    assert!(matches!(
+        b.renew(&mut lb).await,
+        Err(LeaseError::NotOwner { .. })
+    ));
+    assert!(matches!(
+        a.renew(&mut la).await,
+        Err(LeaseError::NotOwner { .. })
+    ));
+
+    // A released lease is free at once, and the token keeps growing.
+    let lc = a.acquire("res", ttl, Duration::ZERO).await.unwrap();
+    assert!(lc.token() > lb.token(), "{name}");
+    // A stale handle cannot release the new holder's lease.
+    assert!(matches!(
+        b.release(&lb).await,
+        Err(LeaseError::NotOwner { .. })
+    ));
+    a.release(&lc).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,64 +380,75 @@ async fn the_wait_budget_ends_in_held() {
 #[tokio::test(start_paused = true)]
 async fn fenced_writes_reject_older_tokens() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let p = policy(&clock, 3);
-        let a = leases(&store, &clock, 1, "a");
-        let ttl = Duration::from_secs(5);
-        let la = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
-        fenced_put(
-            &*store,
-            "data/x",
-            "from a".into(),
-            la.token(),
-            Metadata::new(),
-            &p,
-        )
-        .await
-        .unwrap();
-        // The same holder may write again.
-        fenced_put(
-            &*store,
-            "data/x",
-            "a again".into(),
-            la.token(),
-            Metadata::new(),
-            &p,
-        )
-        .await
-        .unwrap();
-        // A pauses past its lease; B takes over and writes.
-        clock.sleep(ttl + SKEW).await;
-        let lb = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
-        assert!(lb.token() > la.token());
-        let mut md = Metadata::new();
-        md.insert("writer".into(), "b".into());
-        fenced_put(&*store, "data/x", "from b".into(), lb.token(), md, &p)
-            .await
-            .unwrap();
-        // A wakes up and writes with its old token: refused, B's value stays.
-        let err = fenced_put(
-            &*store,
-            "data/x",
-            "stale".into(),
-            la.token(),
-            Metadata::new(),
-            &p,
-        )
-        .await
-        .unwrap_err();
-        match &err {
-            FenceError::Stale { token, stored, .. } => {
-                assert_eq!((*token, *stored), (la.token(), lb.token()), "{name}")
-            }
-            other => panic!("{name}: {other:?}"),
-        }
-        assert!(err.to_string().contains("data/x"), "{name}: {err}");
-        let o = store.get("data/x").await.unwrap();
-        assert_eq!(o.body, "from b", "{name}");
-        assert_eq!(o.meta.metadata.get("writer").map(String::as_str), Some("b"));
-        assert_eq!(stored_token(&o.meta).unwrap(), Some(lb.token()), "{name}");
+        fenced_writes_reject_older(name, store, SystemClock::shared()).await;
     }
+}
+
+#[tokio::test]
+async fn fenced_writes_reject_older_tokens_on_every_backend() {
+    for (name, store) in crate::backends::backends().await {
+        fenced_writes_reject_older(name, store, manual_clock()).await;
+    }
+}
+
+/// A fenced write with an older token is refused after a takeover.
+async fn fenced_writes_reject_older(name: &str, store: DynStore, clock: DynClock) {
+    let p = policy(&clock, 3);
+    let a = leases(&store, &clock, 1, "a");
+    let ttl = Duration::from_secs(5);
+    let la = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
+    fenced_put(
+        &*store,
+        "data/x",
+        "from a".into(),
+        la.token(),
+        Metadata::new(),
+        &p,
+    )
+    .await
+    .unwrap();
+    // The same holder may write again.
+    fenced_put(
+        &*store,
+        "data/x",
+        "a again".into(),
+        la.token(),
+        Metadata::new(),
+        &p,
+    )
+    .await
+    .unwrap();
+    // A pauses past its lease; B takes over and writes.
+    clock.sleep(ttl + SKEW).await;
+    let lb = a.acquire("fence", ttl, Duration::ZERO).await.unwrap();
+    assert!(lb.token() > la.token());
+    let mut md = Metadata::new();
+    md.insert("writer".into(), "b".into());
+    fenced_put(&*store, "data/x", "from b".into(), lb.token(), md, &p)
+        .await
+        .unwrap();
+    // A wakes up and writes with its old token: refused, B's value stays.
+    let err = fenced_put(
+        &*store,
+        "data/x",
+        "stale".into(),
+        la.token(),
+        Metadata::new(),
+        &p,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        FenceError::Stale { token, stored, .. } => {
+            assert_eq!((*token, *stored), (la.token(), lb.token()), "{name}")
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+    assert!(err.to_string().contains("data/x"), "{name}: {err}");
+    let o = store.get("data/x").await.unwrap();
+    assert_eq!(o.body, "from b", "{name}");
+    assert_eq!(o.meta.metadata.get("writer").map(String::as_str), Some("b"));
+    assert_eq!(stored_token(&o.meta).unwrap(), Some(lb.token()), "{name}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -668,5 +734,95 @@ impl Store for Switchable {
     async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
         self.check()?;
         self.inner.list(prefix, page).await
+    }
+}
+
+/// Runs a one-shot action right after the first `head` answers, to slip
+/// another writer in between a fenced write's check and its put.
+struct AfterFirstHead {
+    inner: DynStore,
+    action: tokio::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for AfterFirstHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterFirstHead")
+    }
+}
+
+#[async_trait]
+impl Store for AfterFirstHead {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Object> {
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let meta = self.inner.head(key).await;
+        let action = self.action.lock().await.take();
+        if let Some(action) = action {
+            action.await;
+        }
+        meta
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        self.inner.list(prefix, page).await
+    }
+}
+
+#[tokio::test]
+#[ignore = "fails on s3 (known bug): a same-bytes rewrite moves the token but not the ETag"]
+async fn a_newer_token_with_the_same_body_still_fences_off_an_older_one() {
+    // On S3 a version is a hash of the body: a newer holder writing the bytes
+    // already stored changes only the token (metadata), not the version, so
+    // an older holder that checked the old token against that version still
+    // lands, and the stored token goes back down. Passes on memory, file and
+    // dynamodb; see the note on `fenced_put`.
+    for (name, store) in crate::backends::backends().await {
+        let clock = manual_clock();
+        let p = policy(&clock, 3);
+        let body = Bytes::from_static(b"same bytes");
+        fenced_put(&*store, "data/same", body.clone(), 1, Metadata::new(), &p)
+            .await
+            .unwrap();
+        // Between the old holder's check and its put, the new holder writes.
+        let newer = {
+            let store = store.clone();
+            let body = body.clone();
+            let p = p.clone();
+            Box::pin(async move {
+                fenced_put(&*store, "data/same", body, 2, Metadata::new(), &p)
+                    .await
+                    .unwrap();
+            })
+        };
+        let racing: DynStore = Arc::new(AfterFirstHead {
+            inner: store.clone(),
+            action: tokio::sync::Mutex::new(Some(newer)),
+        });
+        let old = fenced_put(&*racing, "data/same", body.clone(), 1, Metadata::new(), &p).await;
+        assert!(
+            matches!(
+                old,
+                Err(FenceError::Stale {
+                    token: 1,
+                    stored: 2,
+                    ..
+                })
+            ),
+            "{name}: {old:?}"
+        );
+        let meta = store.head("data/same").await.unwrap();
+        assert_eq!(stored_token(&meta).unwrap(), Some(2), "{name}");
     }
 }

@@ -1,5 +1,7 @@
-//! Snapshot tests: every test runs on every store from [`backends::backends`],
-//! on tokio's paused clock with seeded randomness (no real sleeping).
+//! Snapshot tests, with seeded randomness and no real sleeping: most run on
+//! the local stores on tokio's paused clock; the key behaviours also run on
+//! every store from [`backends::backends`] (s3 and dynamodb included) on a
+//! `ManualClock` (see [`use_manual_clock`]).
 //!
 //! - [`publish`]: versions, conflicts, superseded builds, rollback, pruning;
 //! - [`read`]: the single-flight reader cache, outages, typed JSON;
@@ -13,18 +15,33 @@ mod read;
 mod wrappers;
 
 use ifmatch::DynStore;
-use ifmatch::clock::{DynClock, SharedRng, SystemClock};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ifmatch::clock::{DynClock, ManualClock, SharedRng, SystemClock};
 use ifmatch::snapshot::{SnapshotConfig, Snapshots};
 
 thread_local! {
-    static CLOCK: DynClock = SystemClock::shared();
+    static CLOCK: RefCell<DynClock> = RefCell::new(SystemClock::shared());
 }
 
 /// The test's clock: one per test (each test runs on its own thread, on a
-/// current-thread runtime with tokio's paused clock), shared by all its
-/// workers so that their build times compare exactly.
+/// current-thread runtime), shared by all its workers so that their build
+/// times compare exactly. It follows tokio's (paused) clock unless the test
+/// called [`use_manual_clock`].
 pub fn clock() -> DynClock {
-    CLOCK.with(|c| c.clone())
+    CLOCK.with(|c| c.borrow().clone())
+}
+
+/// Makes [`clock`] a `ManualClock` for the rest of this test: it moves only
+/// when slept on, so tests can talk to s3 and dynamodb servers (whose HTTP
+/// timeouts would fire at once on tokio's paused clock).
+pub fn use_manual_clock() {
+    let manual: DynClock = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
+    CLOCK.with(|c| *c.borrow_mut() = manual);
 }
 
 /// The configuration of test publishers: the test's clock and a seeded generator.

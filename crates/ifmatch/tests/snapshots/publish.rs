@@ -84,69 +84,90 @@ async fn sequential_publishes_number_versions_and_put_the_head_once_each() {
 #[tokio::test(start_paused = true)]
 async fn a_conflict_with_an_older_build_rebuilds_and_retries() {
     for (label, raw) in backends() {
-        let counted = Arc::new(Counting::new(raw.clone()));
-        let ours = snapshots(counted.clone(), 1);
-        let other = snapshots(raw.clone(), 2);
+        older_build_conflict_retries(label, raw).await;
+    }
+}
 
-        // The other worker starts building first and finishes while we build.
-        let (go_tx, go_rx) = oneshot::channel::<()>();
-        let mut go_rx = Some(go_rx);
-        let other_task = async {
-            other
-                .publish("quotes", |ctx| {
-                    let rx = go_rx.take();
-                    async move {
-                        if let Some(rx) = rx {
-                            let _ = rx.await;
-                        }
-                        Ok(body(ctx.version, "other"))
-                    }
-                })
-                .await
-                .unwrap()
-        };
-        let mut go_tx = Some(go_tx);
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        let mut done_rx = Some(done_rx);
-        let ours_task = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ours.publish("quotes", |ctx| {
-                let go = go_tx.take();
-                let done = done_rx.take();
+#[tokio::test]
+async fn a_conflict_with_an_older_build_rebuilds_and_retries_on_every_backend() {
+    crate::use_manual_clock();
+    for (label, raw) in crate::backends::backends().await {
+        older_build_conflict_retries(label, raw).await;
+    }
+}
+
+/// The seed's conditional failure then retry: exactly 2 head puts.
+async fn older_build_conflict_retries(label: &str, raw: DynStore) {
+    let counted = Arc::new(Counting::new(raw.clone()));
+    let ours = snapshots(counted.clone(), 1);
+    let other = snapshots(raw.clone(), 2);
+
+    // The other worker starts building first and finishes while we build.
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let mut started_tx = Some(started_tx);
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let mut go_rx = Some(go_rx);
+    let other_task = async {
+        other
+            .publish("quotes", |ctx| {
+                let rx = go_rx.take();
+                let started = started_tx.take();
                 async move {
-                    if let (Some(go), Some(done)) = (go, done) {
-                        let _ = go.send(());
-                        let _ = done.await;
+                    if let Some(started) = started {
+                        let _ = started.send(());
                     }
-                    Ok::<_, ifmatch::error::BoxError>(body(ctx.version, "ours"))
+                    if let Some(rx) = rx {
+                        let _ = rx.await;
+                    }
+                    Ok(body(ctx.version, "other"))
                 }
             })
             .await
             .unwrap()
-        };
-        let other_then_signal = async {
-            let r = other_task.await;
-            let _ = done_tx.send(());
-            r
-        };
-        let (theirs, mine) = tokio::join!(other_then_signal, ours_task);
-        assert_eq!(theirs.version(), 1, "{label}");
-        let PublishOutcome::Published(p) = mine else {
-            panic!("{label}: {mine:?}")
-        };
-        assert_eq!(p.version(), 2, "{label}");
-        assert_eq!((p.attempts, p.conflicts), (2, 1), "{label}");
-        assert_eq!(counted.count("put", "head"), 2, "{label}: head puts");
-        assert_eq!(ours.metrics().to_map()["builds"], 2, "{label}");
-        // The losing body was removed: one body per version.
-        assert_eq!(body_keys(&raw, "quotes").await.len(), 2, "{label}");
-        let latest = ours.latest("quotes").await.unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&latest.body).unwrap();
-        assert_eq!(
-            (json["version"].as_u64(), json["by"].as_str()),
-            (Some(2), Some("ours"))
-        );
-    }
+    };
+    let mut go_tx = Some(go_tx);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let mut done_rx = Some(done_rx);
+    let ours_task = async {
+        // We start building a second after the other worker did.
+        let _ = started_rx.await;
+        crate::clock().sleep(Duration::from_secs(1)).await;
+        ours.publish("quotes", |ctx| {
+            let go = go_tx.take();
+            let done = done_rx.take();
+            async move {
+                if let (Some(go), Some(done)) = (go, done) {
+                    let _ = go.send(());
+                    let _ = done.await;
+                }
+                Ok::<_, ifmatch::error::BoxError>(body(ctx.version, "ours"))
+            }
+        })
+        .await
+        .unwrap()
+    };
+    let other_then_signal = async {
+        let r = other_task.await;
+        let _ = done_tx.send(());
+        r
+    };
+    let (theirs, mine) = tokio::join!(other_then_signal, ours_task);
+    assert_eq!(theirs.version(), 1, "{label}");
+    let PublishOutcome::Published(p) = mine else {
+        panic!("{label}: {mine:?}")
+    };
+    assert_eq!(p.version(), 2, "{label}");
+    assert_eq!((p.attempts, p.conflicts), (2, 1), "{label}");
+    assert_eq!(counted.count("put", "head"), 2, "{label}: head puts");
+    assert_eq!(ours.metrics().to_map()["builds"], 2, "{label}");
+    // The losing body was removed: one body per version.
+    assert_eq!(body_keys(&raw, "quotes").await.len(), 2, "{label}");
+    let latest = ours.latest("quotes").await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&latest.body).unwrap();
+    assert_eq!(
+        (json["version"].as_u64(), json["by"].as_str()),
+        (Some(2), Some("ours"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -199,78 +220,120 @@ async fn a_conflict_with_a_fresher_build_is_superseded_without_rebuilding() {
     }
 }
 
+/// What ten concurrent publishers did: versions landed (with their
+/// publisher), how many were superseded, and the conflicts they met.
+struct TenPublishers {
+    landed: Vec<(u64, String)>,
+    superseded: usize,
+    conflicts: u64,
+}
+
+/// Ten concurrent publishers: gap-free versions, each publish landed or was
+/// superseded, the head lists exactly what landed, no orphan bodies. Each
+/// publisher makes at most `max_attempts` attempts.
+async fn ten_concurrent_publishers(label: &str, raw: DynStore, max_attempts: u32) -> TenPublishers {
+    let publishers: Vec<Snapshots> = (0..10)
+        .map(|i| {
+            let c = config(100 + i).with_keep(20);
+            let policy = c.policy.clone().with_max_attempts(max_attempts);
+            Snapshots::with_config(raw.clone(), c.with_policy(policy))
+        })
+        .collect();
+    let runs = publishers.iter().enumerate().map(|(i, s)| async move {
+        // Staggered starts and builds of different lengths (simulated time).
+        crate::clock()
+            .sleep(Duration::from_millis(37 * i as u64))
+            .await;
+        let by = format!("p{i}");
+        let out = s
+            .publish("quotes", |ctx| {
+                let by = by.clone();
+                async move {
+                    let ms = 40 * (1 + (i as u64 * 53 + ctx.attempt as u64) % 7);
+                    crate::clock().sleep(Duration::from_millis(ms)).await;
+                    Ok::<_, ifmatch::error::BoxError>(body(ctx.version, &by))
+                }
+            })
+            .await;
+        (by, out)
+    });
+    let results = join_all(runs).await;
+    let mut landed = Vec::new();
+    let mut superseded = 0;
+    for (by, out) in &results {
+        match out {
+            Ok(PublishOutcome::Published(p)) => landed.push((p.version(), by.clone())),
+            Ok(PublishOutcome::Superseded { by: v, .. }) => {
+                assert!(*v >= 1, "{label}");
+                superseded += 1
+            }
+            Err(e) => panic!("{label}: {by} failed: {e}"),
+        }
+    }
+    landed.sort();
+    let conflicts: u64 = publishers
+        .iter()
+        .map(|p| p.metrics().to_map()["conflicts"])
+        .sum();
+    assert!(!landed.is_empty(), "{label}");
+    let nums: Vec<u64> = landed.iter().map(|(v, _)| *v).collect();
+    let expected: Vec<u64> = (1..=landed.len() as u64).collect();
+    assert_eq!(nums, expected, "{label}: gap-free, no duplicates");
+    assert_eq!(landed.len() + superseded, 10, "{label}");
+    // The head lists exactly what was reported, and each body is its publisher's.
+    let versions = publishers[0].versions("quotes").await.unwrap();
+    let mut listed: Vec<u64> = versions.iter().map(|v| v.version).collect();
+    listed.reverse();
+    assert_eq!(listed, expected, "{label}");
+    for (v, by) in &landed {
+        let snap = publishers[0].get("quotes", Some(*v)).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&snap.body).unwrap();
+        assert_eq!(json["version"].as_u64(), Some(*v), "{label}");
+        assert_eq!(json["by"].as_str(), Some(by.as_str()), "{label}");
+    }
+    // No orphan bodies left behind by losers.
+    assert_eq!(
+        body_keys(&raw, "quotes").await.len(),
+        landed.len(),
+        "{label}"
+    );
+    TenPublishers {
+        landed,
+        superseded,
+        conflicts,
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn ten_concurrent_publishers_leave_a_gap_free_sequence() {
     for (label, raw) in backends() {
-        let publishers: Vec<Snapshots> = (0..10)
-            .map(|i| Snapshots::with_config(raw.clone(), config(100 + i).with_keep(20)))
-            .collect();
-        let runs = publishers.iter().enumerate().map(|(i, s)| async move {
-            // Staggered starts and builds of different lengths (simulated time).
-            tokio::time::sleep(Duration::from_millis(37 * i as u64)).await;
-            let by = format!("p{i}");
-            let out = s
-                .publish("quotes", |ctx| {
-                    let by = by.clone();
-                    async move {
-                        let ms = 40 * (1 + (i as u64 * 53 + ctx.attempt as u64) % 7);
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok::<_, ifmatch::error::BoxError>(body(ctx.version, &by))
-                    }
-                })
-                .await;
-            (by, out)
-        });
-        let results = join_all(runs).await;
-        let mut landed = Vec::new();
-        let mut superseded = 0;
-        for (by, out) in &results {
-            match out {
-                Ok(PublishOutcome::Published(p)) => landed.push((p.version(), by.clone())),
-                Ok(PublishOutcome::Superseded { by: v, .. }) => {
-                    assert!(*v >= 1, "{label}");
-                    superseded += 1
-                }
-                Err(e) => panic!("{label}: {by} failed: {e}"),
-            }
-        }
-        landed.sort();
-        let conflicts: u64 = publishers
-            .iter()
-            .map(|p| p.metrics().to_map()["conflicts"])
-            .sum();
-        // With this seed and schedule: several land, some are superseded, and
-        // some losers (beaten by older builds) rebuilt and landed later.
-        assert!(landed.len() >= 2, "{label}: {landed:?}");
+        let t = ten_concurrent_publishers(label, raw, 5).await;
+        // With this seed and schedule on the paused clock: several land, some
+        // are superseded, and some losers (beaten by older builds) rebuilt
+        // and landed later.
+        assert!(t.landed.len() >= 2, "{label}: {:?}", t.landed);
         assert!(
-            conflicts > superseded as u64,
+            t.conflicts > t.superseded as u64,
             "{label}: some losers rebuilt"
         );
-        let nums: Vec<u64> = landed.iter().map(|(v, _)| *v).collect();
-        let expected: Vec<u64> = (1..=landed.len() as u64).collect();
-        assert_eq!(nums, expected, "{label}: gap-free, no duplicates");
-        assert_eq!(landed.len() + superseded, 10, "{label}");
         assert!(
-            superseded > 0,
+            t.superseded > 0,
             "{label}: some builds should have been superseded"
         );
-        // The head lists exactly what was reported, and each body is its publisher's.
-        let versions = publishers[0].versions("quotes").await.unwrap();
-        let mut listed: Vec<u64> = versions.iter().map(|v| v.version).collect();
-        listed.reverse();
-        assert_eq!(listed, expected, "{label}");
-        for (v, by) in &landed {
-            let snap = publishers[0].get("quotes", Some(*v)).await.unwrap();
-            let json: serde_json::Value = serde_json::from_slice(&snap.body).unwrap();
-            assert_eq!(json["version"].as_u64(), Some(*v), "{label}");
-            assert_eq!(json["by"].as_str(), Some(by.as_str()), "{label}");
-        }
-        // No orphan bodies left behind by losers.
-        assert_eq!(
-            body_keys(&raw, "quotes").await.len(),
-            landed.len(),
-            "{label}"
-        );
+    }
+}
+
+#[tokio::test]
+async fn ten_concurrent_publishers_leave_a_gap_free_sequence_on_every_backend() {
+    // The schedule depends on the servers' timing here: only the invariants
+    // are checked. A backoff sleep on the manual clock returns at once, so it
+    // does not let the other publishers finish as a real (or paused tokio)
+    // sleep does: a loser can meet many more older winners in a row than the
+    // default 5 attempts allow. That is the documented bounded give-up, not a
+    // lost or duplicated version, so the budget is raised here.
+    crate::use_manual_clock();
+    for (label, raw) in crate::backends::backends().await {
+        ten_concurrent_publishers(label, raw, 20).await;
     }
 }
 

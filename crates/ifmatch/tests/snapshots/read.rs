@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use ifmatch::DynStore;
 use ifmatch::ErrorKind;
 use ifmatch::snapshot::{SnapshotError, SnapshotReader, Snapshots};
 use serde::Deserialize;
@@ -38,46 +39,59 @@ async fn hundred(reader: &Arc<SnapshotReader>) -> Vec<u64> {
 #[tokio::test(start_paused = true)]
 async fn a_hundred_concurrent_readers_share_one_download() {
     for (label, raw) in backends() {
-        let publisher = snapshots(raw.clone(), 1);
-        publish(&publisher, "quotes").await;
-
-        let counted = Arc::new(Counting::new(raw.clone()));
-        let readers = snapshots(counted.clone(), 2);
-        let reader = Arc::new(readers.reader("quotes").unwrap());
-        assert!(hundred(&reader).await.iter().all(|v| *v == 1), "{label}");
-        assert_eq!(counted.count("get", "body"), 1, "{label}: one download");
-        assert_eq!(counted.count("get", "head"), 1, "{label}: one head read");
-        assert_eq!(counted.count("get_if_changed", "head"), 0, "{label}");
-
-        // A second reader cache (another process, say) downloads once too.
-        let other = Arc::new(readers.reader("quotes").unwrap());
-        assert!(hundred(&other).await.iter().all(|v| *v == 1), "{label}");
-        assert_eq!(counted.count("get", "body"), 2, "{label}");
-
-        // A new version within the check interval is not seen yet, at no cost.
-        publish(&publisher, "quotes").await;
-        assert!(hundred(&reader).await.iter().all(|v| *v == 1), "{label}");
-        assert_eq!(counted.count("get", "body"), 2, "{label}");
-        assert_eq!(counted.count("get_if_changed", "head"), 0, "{label}");
-
-        // After the interval: one conditional check, one download, for all 100.
-        tokio::time::sleep(PAST_INTERVAL).await;
-        assert!(hundred(&reader).await.iter().all(|v| *v == 2), "{label}");
-        assert_eq!(counted.count("get_if_changed", "head"), 1, "{label}");
-        assert_eq!(counted.count("get", "body"), 3, "{label}");
-
-        // Nothing new: one conditional check answered "unchanged", no body.
-        tokio::time::sleep(PAST_INTERVAL).await;
-        assert!(hundred(&reader).await.iter().all(|v| *v == 2), "{label}");
-        assert_eq!(counted.count("get_if_changed", "head"), 2, "{label}");
-        assert_eq!(counted.count("get", "body"), 3, "{label}");
-        let m = reader.metrics().to_map();
-        assert_eq!(
-            (m["checks"], m["unchanged"], m["downloads"]),
-            (3, 1, 2),
-            "{label}"
-        );
+        hundred_readers_share_one_download(label, raw).await;
     }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_readers_share_one_download_on_every_backend() {
+    crate::use_manual_clock();
+    for (label, raw) in crate::backends::backends().await {
+        hundred_readers_share_one_download(label, raw).await;
+    }
+}
+
+/// 100 concurrent readers after a publish: one download per reader cache.
+async fn hundred_readers_share_one_download(label: &str, raw: DynStore) {
+    let publisher = snapshots(raw.clone(), 1);
+    publish(&publisher, "quotes").await;
+
+    let counted = Arc::new(Counting::new(raw.clone()));
+    let readers = snapshots(counted.clone(), 2);
+    let reader = Arc::new(readers.reader("quotes").unwrap());
+    assert!(hundred(&reader).await.iter().all(|v| *v == 1), "{label}");
+    assert_eq!(counted.count("get", "body"), 1, "{label}: one download");
+    assert_eq!(counted.count("get", "head"), 1, "{label}: one head read");
+    assert_eq!(counted.count("get_if_changed", "head"), 0, "{label}");
+
+    // A second reader cache (another process, say) downloads once too.
+    let other = Arc::new(readers.reader("quotes").unwrap());
+    assert!(hundred(&other).await.iter().all(|v| *v == 1), "{label}");
+    assert_eq!(counted.count("get", "body"), 2, "{label}");
+
+    // A new version within the check interval is not seen yet, at no cost.
+    publish(&publisher, "quotes").await;
+    assert!(hundred(&reader).await.iter().all(|v| *v == 1), "{label}");
+    assert_eq!(counted.count("get", "body"), 2, "{label}");
+    assert_eq!(counted.count("get_if_changed", "head"), 0, "{label}");
+
+    // After the interval: one conditional check, one download, for all 100.
+    crate::clock().sleep(PAST_INTERVAL).await;
+    assert!(hundred(&reader).await.iter().all(|v| *v == 2), "{label}");
+    assert_eq!(counted.count("get_if_changed", "head"), 1, "{label}");
+    assert_eq!(counted.count("get", "body"), 3, "{label}");
+
+    // Nothing new: one conditional check answered "unchanged", no body.
+    crate::clock().sleep(PAST_INTERVAL).await;
+    assert!(hundred(&reader).await.iter().all(|v| *v == 2), "{label}");
+    assert_eq!(counted.count("get_if_changed", "head"), 2, "{label}");
+    assert_eq!(counted.count("get", "body"), 3, "{label}");
+    let m = reader.metrics().to_map();
+    assert_eq!(
+        (m["checks"], m["unchanged"], m["downloads"]),
+        (3, 1, 2),
+        "{label}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
