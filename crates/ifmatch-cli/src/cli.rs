@@ -13,8 +13,11 @@ Exit codes:
   0  success
   1  error: store unavailable, outcome unknown, I/O error, a doctor check failed
   2  usage: bad arguments, an invalid key, metadata or store URL
-  3  precondition failed: an --if-match or --if-absent condition did not hold
-  4  not found: the key does not exist";
+  3  conflict: an --if-match or --if-absent condition did not hold, a lease
+     is held by another (or you are not its owner), a user already exists,
+     an idempotency key is in progress or was used for another payload
+  4  not found: the key, lease, idempotency record, user, snapshot or
+     snapshot version does not exist";
 
 const LONG_ABOUT: &str = "\
 Compare-and-swap on versioned keys, from the shell.
