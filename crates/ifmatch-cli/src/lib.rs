@@ -1,7 +1,8 @@
 //! The `ifmatch` command-line tool, as a library so its parts can be tested.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
-//! `head`, `rm`, `ls`, `doctor` and `bench`, over any store URL (`--store`, or the
+//! `head`, `rm`, `ls`, `doctor`, `bench`, and the primitives' groups `lease`,
+//! `idem`, `user` and `snapshot`, over any store URL (`--store`, or the
 //! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
 //!
 //! Exit codes (see [`exit`]):
@@ -24,6 +25,10 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod exit;
+pub mod idem;
+pub mod lease;
+pub mod snapshot;
+pub mod user;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -137,6 +142,10 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
                 Err(Failure::Reported(exit::ERROR))
             }
         }
+        Command::Lease(c) => lease::run(&store, c).await,
+        Command::Idem(c) => idem::run(&store, c).await,
+        Command::User(c) => user::run(&store, c).await,
+        Command::Snapshot(c) => snapshot::run(&store, c).await,
         Command::Bench(a) => {
             let text = match &a.scenario {
                 bench::Scenario::Contention(c) => {
