@@ -13,8 +13,11 @@ Exit codes:
   0  success
   1  error: store unavailable, outcome unknown, I/O error, a doctor check failed
   2  usage: bad arguments, an invalid key, metadata or store URL
-  3  precondition failed: an --if-match or --if-absent condition did not hold
-  4  not found: the key does not exist";
+  3  conflict: an --if-match or --if-absent condition did not hold, a lease
+     is held by another (or you are not its owner), a user already exists,
+     an idempotency key is in progress or was used for another payload
+  4  not found: the key, lease, idempotency record, user, snapshot or
+     snapshot version does not exist";
 
 const LONG_ABOUT: &str = "\
 Compare-and-swap on versioned keys, from the shell.
@@ -161,6 +164,63 @@ every check passes, 1 otherwise.
 Example:
   ifmatch doctor --store s3://my-bucket/app")]
     Doctor(DoctorArgs),
+
+    /// Named locks with a TTL and fencing tokens: acquire, renew, release, show.
+    #[command(
+        subcommand,
+        long_about = "\
+Named locks (leases) with a TTL, renewal, release by the owner only, and a
+fencing token that strictly increases per name. 'acquire --json' prints the
+lease handle that proves ownership to a later 'renew' or 'release' from any
+process. A lease held by someone else, or a renew/release by a non-owner,
+exits 3.
+
+Example:
+  ifmatch lease acquire nightly --ttl 2m --json > lease.json
+  ifmatch lease show nightly
+  ifmatch lease release nightly --lease-json lease.json"
+    )]
+    Lease(crate::lease::LeaseCommand),
+
+    /// Idempotency records: show one.
+    #[command(
+        subcommand,
+        long_about = "\
+Inspect the idempotency records that workers write through the library's
+Idempotency::run (claim, run once, store the result).
+
+Example:
+  ifmatch idem show screenshots/r-1"
+    )]
+    Idem(crate::idem::IdemCommand),
+
+    /// User accounts: add, passwd, rm, ls (passwords from standard input).
+    #[command(
+        subcommand,
+        long_about = "\
+User accounts with argon2id password hashes. Passwords are read from standard
+input (without echo on a terminal); hashes are never printed. Adding a user
+that exists exits 3; a password or username that breaks the rules exits 2.
+
+Example:
+  printf '%s\\n' \"$PASSWORD\" | ifmatch user add alice --name 'Alice Smith'
+  ifmatch user ls"
+    )]
+    User(crate::user::UserCommand),
+
+    /// Versioned snapshots: publish, get, versions, rollback.
+    #[command(
+        subcommand,
+        long_about = "\
+Publish an artifact as version n+1 of a named snapshot with compare-and-swap,
+read the current or a retained version, list retained versions, and roll back
+by republishing an old version as a new one.
+
+Example:
+  ifmatch snapshot publish quotes quotes.json
+  ifmatch snapshot get quotes > current.json"
+    )]
+    Snapshot(crate::snapshot::SnapshotCommand),
 
     /// Measure ifmatch side by side with the seeds' designs on a store.
     #[command(long_about = "\

@@ -118,7 +118,7 @@ pub async fn ls(store: &DynStore, args: &LsArgs) -> Result<(), Failure> {
 }
 
 /// Reads the value to put: a file, or standard input for `None` and `-`.
-fn read_value(file: Option<&std::path::Path>) -> Result<Bytes, Failure> {
+pub(crate) fn read_value(file: Option<&std::path::Path>) -> Result<Bytes, Failure> {
     match file {
         Some(p) if p.as_os_str() != "-" => std::fs::read(p)
             .map(Bytes::from)
@@ -136,6 +136,16 @@ fn read_value(file: Option<&std::path::Path>) -> Result<Bytes, Failure> {
             Ok(Bytes::from(buf))
         }
     }
+}
+
+/// Parses a duration like `30s`, `500ms` or `2m` (for clap).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 500ms, 2m)"))
+}
+
+/// A time as RFC 3339 in UTC with milliseconds.
+pub fn render_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Writes to standard output and flushes (a closed pipe ends the command quietly).

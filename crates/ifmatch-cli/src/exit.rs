@@ -5,8 +5,12 @@
 //! | 0 | success |
 //! | 1 | error: store unavailable, outcome unknown, I/O error, a doctor check failed |
 //! | 2 | usage: bad arguments (clap's own code), an invalid key, metadata or store URL |
-//! | 3 | precondition failed: a conditional write or delete lost ([`ErrorKind::Conflict`]) |
-//! | 4 | not found: the key does not exist ([`ErrorKind::NotFound`]) |
+//! | 3 | conflict ([`ErrorKind::Conflict`]): a conditional write or delete lost, a lease is held by another (or we are not its owner), a user already exists, an idempotency key is in progress or was used for another payload, a snapshot publish kept losing |
+//! | 4 | not found ([`ErrorKind::NotFound`]): a key, lease, idempotency record, user, snapshot or snapshot version does not exist |
+//!
+//! The primitives' errors (leases, idempotency, accounts, snapshots) map by
+//! their `kind()`, like the store's: a rule broken (a short password, a bad
+//! name) is usage (2).
 //!
 //! Every failure prints exactly one line on standard error, starting with
 //! `ifmatch: `, e.g. `ifmatch: conflict on key 'k': expected no object, found version g3`.
@@ -55,6 +59,14 @@ pub enum Failure {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A primitive (lease, idempotency, accounts, snapshot) refused or failed;
+    /// its error kind gives the exit code.
+    Primitive {
+        /// The classification the primitive gave its error.
+        kind: ErrorKind,
+        /// The error and its sources, on one line.
+        message: String,
+    },
     /// The command already reported what happened (the doctor's table); just exit.
     Reported(u8),
 }
@@ -65,7 +77,39 @@ impl From<ifmatch::Error> for Failure {
     }
 }
 
+impl From<ifmatch::lease::LeaseError> for Failure {
+    fn from(e: ifmatch::lease::LeaseError) -> Self {
+        Failure::primitive(e.kind(), &e)
+    }
+}
+
+impl<E: std::error::Error + 'static> From<ifmatch::idempotency::IdempotencyError<E>> for Failure {
+    fn from(e: ifmatch::idempotency::IdempotencyError<E>) -> Self {
+        Failure::primitive(e.kind(), &e)
+    }
+}
+
+impl From<ifmatch::accounts::AccountsError> for Failure {
+    fn from(e: ifmatch::accounts::AccountsError) -> Self {
+        Failure::primitive(e.kind(), &e)
+    }
+}
+
+impl From<ifmatch::snapshot::SnapshotError> for Failure {
+    fn from(e: ifmatch::snapshot::SnapshotError) -> Self {
+        Failure::primitive(e.kind(), &e)
+    }
+}
+
 impl Failure {
+    /// A primitive's error of class `kind`.
+    pub fn primitive(kind: ErrorKind, err: &dyn std::error::Error) -> Self {
+        Failure::Primitive {
+            kind,
+            message: error_chain(err),
+        }
+    }
+
     /// An I/O failure while doing `what`.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Failure::Io {
@@ -79,6 +123,7 @@ impl Failure {
         match self {
             Failure::Store(e) => code_for_kind(e.kind()),
             Failure::Usage(_) => USAGE,
+            Failure::Primitive { kind, .. } => code_for_kind(*kind),
             Failure::Io { .. } => ERROR,
             Failure::Reported(code) => *code,
         }
@@ -88,7 +133,7 @@ impl Failure {
     pub fn message(&self) -> Option<String> {
         match self {
             Failure::Store(e) => Some(error_chain(e)),
-            Failure::Usage(m) => Some(m.clone()),
+            Failure::Usage(m) | Failure::Primitive { message: m, .. } => Some(m.clone()),
             Failure::Io { what, source } => Some(format!("{what}: {source}")),
             Failure::Reported(_) => None,
         }
@@ -100,6 +145,14 @@ impl Failure {
             eprintln!("ifmatch: {}", one_line(&m));
         }
         ExitCode::from(self.code())
+    }
+}
+
+/// A "does not exist" failure (exit code 4) with `message`.
+pub fn not_found(message: String) -> Failure {
+    Failure::Primitive {
+        kind: ErrorKind::NotFound,
+        message,
     }
 }
 
@@ -143,6 +196,25 @@ mod tests {
         assert_eq!(Failure::from(Error::not_found("k")).code(), NOT_FOUND);
         assert_eq!(Failure::from(Error::InvalidInput("x".into())).code(), USAGE);
         assert_eq!(Failure::from(Error::msg("boom")).code(), ERROR);
+    }
+
+    #[test]
+    fn primitive_errors_map_by_kind() {
+        use ifmatch::accounts::AccountsError;
+        use ifmatch::snapshot::SnapshotError;
+        let exists = AccountsError::UserAlreadyExists {
+            username: "alice".into(),
+        };
+        assert_eq!(Failure::from(exists).code(), CONFLICT);
+        let short = AccountsError::PasswordTooShort { len: 3, min: 8 };
+        let f = Failure::from(short);
+        assert_eq!(f.code(), USAGE);
+        assert!(f.message().unwrap().contains("password is too short"));
+        let missing = SnapshotError::NotFound { name: "q".into() };
+        assert_eq!(Failure::from(missing).code(), NOT_FOUND);
+        let bad = ifmatch::lease::LeaseError::Invalid("zero TTL".into());
+        assert_eq!(Failure::from(bad).code(), USAGE);
+        assert_eq!(not_found("no such lease".into()).code(), NOT_FOUND);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `ifmatch` command-line tool, as a library so its parts can be tested.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
-//! `head`, `rm`, `ls`, `doctor` and `bench`, over any store URL (`--store`, or the
+//! `head`, `rm`, `ls`, `doctor`, `bench`, and the primitives' groups `lease`,
+//! `idem`, `user` and `snapshot`, over any store URL (`--store`, or the
 //! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
 //!
 //! Exit codes (see [`exit`]):
@@ -11,8 +12,8 @@
 //! | 0 | success |
 //! | 1 | error: store unavailable, outcome unknown, I/O error, a doctor check failed |
 //! | 2 | usage: bad arguments, an invalid key, metadata or store URL |
-//! | 3 | precondition failed: an `--if-match` or `--if-absent` condition did not hold |
-//! | 4 | not found: the key does not exist |
+//! | 3 | conflict: an `--if-match` or `--if-absent` condition did not hold, a lease is held by another (or you are not its owner), a user exists, an idempotency key is in progress or was used for another payload |
+//! | 4 | not found: the key, lease, idempotency record, user, snapshot or snapshot version does not exist |
 //!
 //! Errors print as one line on standard error (`ifmatch: conflict on key 'k': ...`),
 //! never as a panic or a backtrace.
@@ -24,6 +25,10 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod exit;
+pub mod idem;
+pub mod lease;
+pub mod snapshot;
+pub mod user;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -137,6 +142,10 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
                 Err(Failure::Reported(exit::ERROR))
             }
         }
+        Command::Lease(c) => lease::run(&store, c).await,
+        Command::Idem(c) => idem::run(&store, c).await,
+        Command::User(c) => user::run(&store, c).await,
+        Command::Snapshot(c) => snapshot::run(&store, c).await,
         Command::Bench(a) => {
             let text = match &a.scenario {
                 bench::Scenario::Contention(c) => {

@@ -66,7 +66,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -75,7 +75,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{DynClock, SharedRng};
 use crate::error::Error;
-use crate::lease::to_ms;
+use crate::lease::{from_ms, to_ms};
 use crate::retry::RetryPolicy;
 use crate::store::{Condition, DynStore, Metadata, PutOptions, Version};
 
@@ -142,6 +142,27 @@ impl<T> Outcome<T> {
     pub fn is_duplicate(&self) -> bool {
         matches!(self, Outcome::Duplicate(_))
     }
+}
+
+/// What an idempotency record says, as [`Idempotency::inspect`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordInfo {
+    /// The idempotency key.
+    pub key: String,
+    /// In progress or completed.
+    pub state: RecordState,
+    /// The hex SHA-256 of the payload the key was claimed for.
+    pub payload_hash: String,
+    /// When the (current) claim was made, by the claimer's clock.
+    pub claimed_at: SystemTime,
+    /// When the record was last written.
+    pub updated_at: SystemTime,
+    /// In progress: when the claim goes stale. Completed: when the result expires.
+    pub expires_at: SystemTime,
+    /// The stored result, as JSON (`None` while in progress).
+    pub result: Option<Value>,
+    /// The record's store version.
+    pub version: Version,
 }
 
 /// Why [`Idempotency::run`] failed. `E` is the handler's error type.
@@ -426,6 +447,27 @@ impl Idempotency {
         self.store
             .put(&self.record_key(&rec.key), Bytes::from(body), opts)
             .await
+    }
+
+    /// Reads what the record of `key` says, without claiming or changing
+    /// anything (`None` if there is no record). A record past its expiry is
+    /// still reported as stored: [`RecordInfo::expires_at`] tells.
+    pub async fn inspect(
+        &self,
+        key: &str,
+    ) -> Result<Option<RecordInfo>, IdempotencyError<std::convert::Infallible>> {
+        crate::key::validate_key(&self.record_key(key))
+            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
+        Ok(self.read(key).await?.map(|(rec, version)| RecordInfo {
+            key: key.to_string(),
+            state: rec.status,
+            payload_hash: rec.payload_hash,
+            claimed_at: from_ms(rec.claimed_at_ms),
+            updated_at: from_ms(rec.updated_at_ms),
+            expires_at: from_ms(rec.expires_at_ms),
+            result: rec.result,
+            version,
+        }))
     }
 
     fn expired(&self, rec: &Record, now_ms: u64) -> bool {

@@ -498,3 +498,50 @@ async fn completed_records_expire_and_run_again() {
         assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn inspect_reports_a_record_without_touching_it() {
+    for (name, store) in backends() {
+        let clock: DynClock = SystemClock::shared();
+        let idem = worker(&store, &clock, 21);
+        assert!(idem.inspect("none").await.unwrap().is_none(), "{name}");
+        // In progress while the handler runs.
+        let slow = {
+            let idem = idem.clone();
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                idem.run("job/1", "payload", || async move {
+                    clock.sleep(Duration::from_secs(5)).await;
+                    Ok::<_, Boom>(42u32)
+                })
+                .await
+            })
+        };
+        clock.sleep(Duration::from_secs(1)).await;
+        let info = idem.inspect("job/1").await.unwrap().expect("a record");
+        assert_eq!(info.state, RecordState::InProgress, "{name}");
+        assert_eq!(info.result, None, "{name}");
+        assert_eq!(
+            info.payload_hash,
+            ifmatch::idempotency::payload_hash("payload").unwrap()
+        );
+        assert!(info.expires_at > info.claimed_at, "{name}");
+        slow.await.unwrap().unwrap();
+        let done = idem.inspect("job/1").await.unwrap().expect("a record");
+        assert_eq!(done.state, RecordState::Completed, "{name}");
+        assert_eq!(done.result, Some(serde_json::json!(42)), "{name}");
+        assert_eq!(done.claimed_at, info.claimed_at, "{name}");
+        assert!(done.updated_at > info.updated_at, "{name}");
+        assert_ne!(done.version, info.version, "{name}");
+        // Inspecting changed nothing: a duplicate still gets the stored result.
+        let again = idem
+            .run("job/1", "payload", || async { Ok::<_, Boom>(0u32) })
+            .await
+            .unwrap();
+        assert_eq!(again, Outcome::Duplicate(42), "{name}");
+        assert!(matches!(
+            idem.inspect("bad\nkey").await,
+            Err(IdempotencyError::Invalid(_))
+        ));
+    }
+}
