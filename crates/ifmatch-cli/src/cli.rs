@@ -222,6 +222,10 @@ Example:
     )]
     Snapshot(crate::snapshot::SnapshotCommand),
 
+    /// Tenant databases: export, import, query, stats.
+    #[command(subcommand)]
+    Db(crate::db::DbCommand),
+
     /// Measure ifmatch side by side with the seeds' designs on a store.
     #[command(long_about = "\
 Run a benchmark scenario against the store, measuring ifmatch and the design

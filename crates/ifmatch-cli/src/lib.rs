@@ -23,6 +23,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod db;
 pub mod doctor;
 pub mod exit;
 pub mod idem;
@@ -146,6 +147,7 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
         Command::Idem(c) => idem::run(&store, c).await,
         Command::User(c) => user::run(&store, c).await,
         Command::Snapshot(c) => snapshot::run(&store, c).await,
+        Command::Db(c) => db::run(&store, c).await,
         Command::Bench(a) => {
             let text = match &a.scenario {
                 bench::Scenario::Contention(c) => {
