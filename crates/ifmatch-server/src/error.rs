@@ -10,7 +10,7 @@
 //! | `precondition_failed` | 412 | `If-Match` / `If-None-Match` did not hold |
 //! | `conflict` | 409 | other writers kept winning and the client sent no precondition |
 //! | `precondition_required` | 428 | `--require-preconditions` and a PUT/DELETE of an existing key without one |
-//! | `not_found` | 404 | the key does not exist |
+//! | `not_found` | 404 | the key does not exist, or no route serves the path |
 //! | `bad_request` | 400 | a malformed header, key, metadata or patch document |
 //! | `unauthorized` | 401 | a missing or wrong operator key |
 //! | `payload_too_large` | 413 | the body is larger than the limit |
@@ -83,6 +83,9 @@ pub enum ApiError {
         /// The key.
         key: String,
     },
+    /// No route serves this path (404).
+    #[error("no route for {0}")]
+    NoRoute(String),
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
@@ -225,6 +228,7 @@ impl ApiError {
                 current.as_ref(),
             ),
             ApiError::NotFound { key } => (StatusCode::NOT_FOUND, "not_found", Some(key), None),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, None),
             ApiError::PayloadTooLarge { .. } => (

@@ -44,19 +44,5 @@ pub fn router(state: AppState) -> Router {
 
 /// A JSON 404 for paths no route serves.
 async fn not_found(uri: http::Uri) -> axum::response::Response {
-    ApiError::BadRequest(format!("no route for {}", uri.path()))
-        .into_response()
-        .map_status(http::StatusCode::NOT_FOUND)
-}
-
-/// Changing the status of a rendered response.
-trait MapStatus {
-    fn map_status(self, status: http::StatusCode) -> Self;
-}
-
-impl MapStatus for axum::response::Response {
-    fn map_status(mut self, status: http::StatusCode) -> Self {
-        *self.status_mut() = status;
-        self
-    }
+    ApiError::NoRoute(uri.path().to_string()).into_response()
 }
