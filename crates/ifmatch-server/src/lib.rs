@@ -24,11 +24,16 @@
 //! Every `/v1` route requires `Authorization: Bearer <operator key>` when the
 //! server has one ([`ServerConfig::api_key`]); without one it only listens on
 //! a loopback address ([`bind`]). Errors are JSON ([`error`]).
+//!
+//! With the `lambda` feature, [`lambda::run`] serves the same router as an
+//! AWS Lambda function behind API Gateway (HTTP API, payload v2).
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod error;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
