@@ -236,6 +236,50 @@ Keys are written under ifmatch-bench/ and removed afterwards.
 Example:
   ifmatch bench contention --workers 8 --ops 50 --store file://./bench-data")]
     Bench(crate::bench::BenchArgs),
+
+    /// Serve the store over HTTP with conditional requests (ETag, If-Match).
+    #[command(long_about = "\
+Serve the store given with --store over HTTP: GET/HEAD/PUT/PATCH/DELETE of
+/v1/objects/KEY with strong ETags and RFC 9110 preconditions (If-Match,
+If-None-Match), plus /healthz, /metrics (Prometheus) and /openapi.json.
+
+Every /v1 request must send 'Authorization: Bearer KEY' with the operator key
+(--api-key or IFMATCH_API_KEY). Without an operator key the server only
+listens on a loopback address. SIGTERM or ctrl-c stops accepting connections
+and finishes the requests in flight.
+
+Example:
+  IFMATCH_API_KEY=s3cret ifmatch serve --listen 0.0.0.0:8080 --store s3://bucket/app")]
+    Serve(ServeArgs),
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+
+    /// The operator key that /v1 requests must send as a bearer token.
+    #[arg(
+        long,
+        env = "IFMATCH_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
+    /// Refuse (428) a PUT or DELETE of an existing key without If-Match or If-None-Match.
+    #[arg(long)]
+    pub require_preconditions: bool,
+
+    /// The largest request body accepted, in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub body_limit: usize,
+
+    /// The longest a request may take, in seconds (504 beyond).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
 }
 
 /// Arguments of `get`.

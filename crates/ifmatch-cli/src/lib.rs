@@ -1,8 +1,8 @@
 //! The `ifmatch` command-line tool, as a library so its parts can be tested.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
-//! `head`, `rm`, `ls`, `doctor`, `bench`, and the primitives' groups `lease`,
-//! `idem`, `user` and `snapshot`, over any store URL (`--store`, or the
+//! `head`, `rm`, `ls`, `doctor`, `bench`, `serve`, and the primitives' groups
+//! `lease`, `idem`, `user`, `snapshot` and `db`, over any store URL (`--store`, or the
 //! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
 //!
 //! Exit codes (see [`exit`]):
@@ -161,5 +161,36 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
             };
             commands::write_stdout(text.as_bytes())
         }
+        Command::Serve(a) => serve(store, a).await,
     }
+}
+
+/// `ifmatch serve`: the HTTP server on the opened store, until SIGTERM or ctrl-c.
+async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failure> {
+    let config = ifmatch_server::ServerConfig {
+        api_key: a.api_key.clone(),
+        require_preconditions: a.require_preconditions,
+        body_limit: a.body_limit,
+        request_timeout: std::time::Duration::from_secs(a.request_timeout),
+        ..ifmatch_server::ServerConfig::default()
+    };
+    let server_failure = |e: ifmatch_server::ServerError| match e {
+        ifmatch_server::ServerError::Bind { source, .. }
+        | ifmatch_server::ServerError::Serve(source) => Failure::io("server", source),
+        other => Failure::Usage(other.to_string()),
+    };
+    let state = ifmatch_server::AppState::new(store, config.clone()).map_err(server_failure)?;
+    let listener = ifmatch_server::bind(a.listen, &config)
+        .await
+        .map_err(server_failure)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::io("server address", e))?;
+    eprintln!(
+        "ifmatch: serving {} on http://{addr}",
+        state.store().describe()
+    );
+    ifmatch_server::serve(listener, state, ifmatch_server::shutdown_signal())
+        .await
+        .map_err(server_failure)
 }

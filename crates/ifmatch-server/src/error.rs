@@ -1,0 +1,329 @@
+//! Errors of the HTTP interface and their JSON rendering.
+//!
+//! Every error response has the body
+//! `{"error": KIND, "message": TEXT, "key": KEY|null, "current_etag": ETAG|null}`
+//! and the status of the table below. `current_etag` is the quoted strong ETag
+//! of the key's version when the server knows it (on 412 and 409 conflicts).
+//!
+//! | kind | status | when |
+//! |---|---|---|
+//! | `precondition_failed` | 412 | `If-Match` / `If-None-Match` did not hold |
+//! | `conflict` | 409 | other writers kept winning and the client sent no precondition |
+//! | `precondition_required` | 428 | `--require-preconditions` and a PUT/DELETE of an existing key without one |
+//! | `not_found` | 404 | the key does not exist, or no route serves the path |
+//! | `bad_request` | 400 | a malformed header, key, metadata or patch document |
+//! | `unauthorized` | 401 | a missing or wrong operator key |
+//! | `payload_too_large` | 413 | the body is larger than the limit |
+//! | `unsupported_media_type` | 415 | a PATCH that is neither merge-patch nor json-patch |
+//! | `patch_failed` | 422 | a patch that cannot be applied (a failed `test`, a missing path) |
+//! | `not_json` | 409 | a PATCH of a value that is not a JSON document |
+//! | `timeout` | 504 | the request took longer than the request timeout |
+//! | `unavailable` | 503 | the store is unreachable (retry later) |
+//! | `ambiguous` | 500 | a write's outcome is unknown (re-read before retrying) |
+//! | `unsupported` | 501 | the store cannot do this |
+//! | `internal` | 500 | anything else |
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use ifmatch::update::UpdateError;
+use ifmatch::{Error, Version};
+use serde::Serialize;
+
+use crate::patch::PatchError;
+use crate::precondition::{PreconditionError, etag_for};
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable kind (see the module docs).
+    pub error: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The key concerned, if any.
+    pub key: Option<String>,
+    /// The key's current strong ETag, when known (on conflicts).
+    pub current_etag: Option<String>,
+}
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A precondition did not hold (412).
+    #[error("precondition failed on key '{key}': {}", describe(.current))]
+    PreconditionFailed {
+        /// The key.
+        key: String,
+        /// Its current version (`None`: absent or unknown).
+        current: Option<Version>,
+    },
+    /// A write lost to other writers without a precondition from the client (409).
+    #[error("{message}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// Its current version, if known.
+        current: Option<Version>,
+        /// What happened.
+        message: String,
+    },
+    /// The key exists and the request carried no precondition (428).
+    #[error(
+        "key '{key}' exists: this server requires If-Match (or If-None-Match: *) on writes and deletes"
+    )]
+    PreconditionRequired {
+        /// The key.
+        key: String,
+        /// Its current version, if known.
+        current: Option<Version>,
+    },
+    /// The key does not exist (404).
+    #[error("key '{key}' not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// No route serves this path (404).
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// A malformed request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong operator key (401).
+    #[error("missing or wrong operator key: send 'Authorization: Bearer <key>'")]
+    Unauthorized,
+    /// The body exceeds the limit (413).
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A PATCH content type this server does not apply (415).
+    #[error(
+        "unsupported patch type {0:?}: use application/merge-patch+json or application/json-patch+json"
+    )]
+    UnsupportedMediaType(String),
+    /// A patch that cannot be applied (422) or a target that is not JSON (409).
+    #[error("{source}")]
+    Patch {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: PatchError,
+    },
+    /// The request timed out (504).
+    #[error("request timed out after {0:?}; a write may or may not have landed: re-read")]
+    Timeout(std::time::Duration),
+    /// The store failed.
+    #[error(transparent)]
+    Store(Error),
+    /// The update loop failed for a reason other than a conflict.
+    #[error("{0}")]
+    Update(String, ifmatch::ErrorKind, Option<String>),
+}
+
+fn describe(current: &Option<Version>) -> String {
+    match current {
+        Some(v) => format!("its current ETag is {}", etag_for(v)),
+        None => "it does not exist".to_string(),
+    }
+}
+
+impl From<PreconditionError> for ApiError {
+    fn from(e: PreconditionError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// Maps a store error; `precondition` tells whether the client sent one
+    /// (a conflict is then 412, else 409).
+    pub fn from_store(e: Error, precondition: bool) -> Self {
+        match e {
+            Error::Conflict { key, actual, .. } => {
+                if precondition {
+                    ApiError::PreconditionFailed {
+                        key,
+                        current: actual,
+                    }
+                } else {
+                    ApiError::Conflict {
+                        message: format!(
+                            "conflict on key '{key}': another writer changed it; re-read and retry"
+                        ),
+                        key,
+                        current: actual,
+                    }
+                }
+            }
+            Error::NotFound { key } => ApiError::NotFound { key },
+            other => ApiError::Store(other),
+        }
+    }
+
+    /// Maps an update-loop error (see [`ApiError::from_store`] for `precondition`).
+    pub fn from_update(e: UpdateError, precondition: bool) -> Self {
+        match e {
+            UpdateError::Conflict { key, last, .. } => {
+                let current = match last {
+                    Error::Conflict { actual, .. } => actual,
+                    _ => None,
+                };
+                let message = format!(
+                    "conflict on key '{key}': other writers kept winning until the retry budget ran out"
+                );
+                if precondition {
+                    ApiError::PreconditionFailed { key, current }
+                } else {
+                    ApiError::Conflict {
+                        key,
+                        current,
+                        message,
+                    }
+                }
+            }
+            UpdateError::Aborted { key, source } => match source.downcast::<Abort>() {
+                Ok(abort) => match *abort {
+                    Abort::Precondition(current) => ApiError::PreconditionFailed { key, current },
+                    Abort::NotFound => ApiError::NotFound { key },
+                    Abort::Patch(source) => ApiError::Patch { key, source },
+                },
+                Err(other) => ApiError::Update(
+                    format!("update of key '{key}' aborted: {other}"),
+                    ifmatch::ErrorKind::Other,
+                    Some(key),
+                ),
+            },
+            UpdateError::Store(e) => ApiError::from_store(e, precondition),
+            e @ UpdateError::Ambiguous { .. } => {
+                let kind = e.kind();
+                let key = match &e {
+                    UpdateError::Ambiguous { key } => Some(key.clone()),
+                    _ => None,
+                };
+                ApiError::Update(e.to_string(), kind, key)
+            }
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, Option<&str>, Option<&Version>) {
+        match self {
+            ApiError::PreconditionFailed { key, current } => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                Some(key),
+                current.as_ref(),
+            ),
+            ApiError::Conflict { key, current, .. } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                Some(key),
+                current.as_ref(),
+            ),
+            ApiError::PreconditionRequired { key, current } => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                Some(key),
+                current.as_ref(),
+            ),
+            ApiError::NotFound { key } => (StatusCode::NOT_FOUND, "not_found", Some(key), None),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None, None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, None),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                None,
+                None,
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+                None,
+            ),
+            ApiError::Patch { key, source } => match source {
+                PatchError::NotJson(_) => (StatusCode::CONFLICT, "not_json", Some(key), None),
+                PatchError::BadDocument(_) => {
+                    (StatusCode::BAD_REQUEST, "bad_request", Some(key), None)
+                }
+                PatchError::Failed(_) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "patch_failed",
+                    Some(key),
+                    None,
+                ),
+            },
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None, None),
+            ApiError::Store(e) => {
+                let key = match e {
+                    Error::InvalidKey { key, .. }
+                    | Error::TooLarge { key, .. }
+                    | Error::Ambiguous { key, .. } => Some(key.as_str()),
+                    _ => None,
+                };
+                let (status, kind) = status_of(e.kind());
+                (status, kind, key, None)
+            }
+            ApiError::Update(_, kind, key) => {
+                let (status, k) = status_of(*kind);
+                (status, k, key.as_deref(), None)
+            }
+        }
+    }
+}
+
+/// The status and kind string of a library error kind.
+fn status_of(kind: ifmatch::ErrorKind) -> (StatusCode, &'static str) {
+    use ifmatch::ErrorKind as K;
+    match kind {
+        K::Conflict => (StatusCode::CONFLICT, "conflict"),
+        K::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        K::Invalid => (StatusCode::BAD_REQUEST, "bad_request"),
+        K::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        K::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        K::Ambiguous => (StatusCode::INTERNAL_SERVER_ERROR, "ambiguous"),
+        K::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// Why a closure given to the update loop stopped (carried through its boxed error).
+#[derive(Debug, thiserror::Error)]
+pub enum Abort {
+    /// The preconditions do not hold at this version.
+    #[error("precondition failed")]
+    Precondition(Option<Version>),
+    /// The key is absent.
+    #[error("not found")]
+    NotFound,
+    /// The patch does not apply.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, key, current) = self.parts();
+        let body = ErrorBody {
+            error: kind,
+            message: self.to_string(),
+            key: key.map(str::to_string),
+            current_etag: current.map(etag_for),
+        };
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = kind, message = %body.message, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = kind, message = %body.message, "request refused");
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ifmatch\""),
+            );
+        }
+        resp
+    }
+}

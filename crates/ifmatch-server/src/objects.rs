@@ -1,0 +1,324 @@
+//! Conditional reads and writes of objects: HTTP preconditions applied atomically to a store.
+//!
+//! Each function takes parsed [`Preconditions`] and turns them into store
+//! calls such that the write lands only at a version for which the
+//! preconditions hold — never "check, then write unconditionally" (seed
+//! 003's race):
+//!
+//! - the common cases are one conditional store call: no precondition →
+//!   `Condition::Any`, `If-Match: "v"` → `Condition::Matches(v)`,
+//!   `If-None-Match: *` → `Condition::Absent`;
+//! - anything else (a list of tags, `If-Match: *`, both headers) reads the
+//!   version, evaluates the preconditions against it, and writes with
+//!   `Matches(that version)` (or `Absent`); if another writer got in
+//!   between, it evaluates again against the new version (a bounded number of times);
+//! - PATCH runs [`ifmatch::update::update`]: the closure evaluates the
+//!   preconditions against each version it is given and applies the patch,
+//!   so with `If-Match` it is strict (412 once the version moved) and without
+//!   it the loop re-applies the patch to the newest value until it lands.
+//!
+//! Per RFC 9110 §13.2.1 preconditions are ignored when the response without
+//! them would not be 2xx: a GET, HEAD or PATCH of a missing key is 404 whatever
+//! the headers say.
+
+use bytes::Bytes;
+use ifmatch::retry::RetryPolicy;
+use ifmatch::store::{Fetch, Metadata};
+use ifmatch::update::{Decision, update};
+use ifmatch::{Condition, Error, Object, ObjectMeta, PutOptions, Store, Version};
+
+use crate::error::{Abort, ApiError};
+use crate::patch::Patch;
+use crate::precondition::{Preconditions, Verdict};
+
+/// How many times a general precondition is re-evaluated when other writers keep moving the key.
+const REEVALUATIONS: usize = 8;
+
+/// The answer to a conditional GET.
+#[derive(Debug)]
+pub enum Read {
+    /// 304: the client's copy is current.
+    NotModified(Version),
+    /// 200: here is the object.
+    Full(Object),
+}
+
+/// The answer to a conditional HEAD.
+#[derive(Debug)]
+pub enum ReadMeta {
+    /// 304: the client's copy is current.
+    NotModified(Version),
+    /// 200: the object's version, size and metadata.
+    Full(ObjectMeta),
+}
+
+/// What a PUT did.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The new version.
+    pub version: Version,
+    /// True if the key did not exist before.
+    pub created: bool,
+}
+
+/// What a PATCH did.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    /// The new version.
+    pub version: Version,
+    /// The new value.
+    pub body: Bytes,
+    /// The metadata kept with it.
+    pub metadata: Metadata,
+}
+
+/// The current version of `key`, `None` if absent.
+async fn current_version(store: &dyn Store, key: &str) -> Result<Option<Version>, ApiError> {
+    match store.head(key).await {
+        Ok(meta) => Ok(Some(meta.version)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ApiError::from_store(e, false)),
+    }
+}
+
+/// A 412 naming the current version (looked up when the store's conflict did not report it).
+async fn precondition_failed(store: &dyn Store, key: &str, actual: Option<Version>) -> ApiError {
+    let current = match actual {
+        Some(v) => Some(v),
+        None => current_version(store, key).await.ok().flatten(),
+    };
+    ApiError::PreconditionFailed {
+        key: key.to_string(),
+        current,
+    }
+}
+
+/// GET: the object, or 304, or 412, in the order of RFC 9110 §13.2.2.
+pub async fn read(store: &dyn Store, key: &str, pre: &Preconditions) -> Result<Read, ApiError> {
+    let obj = if let Some(known) = pre.single_if_none_match() {
+        // One round trip and no body when the client's copy is current.
+        match store.get_if_changed(key, &known).await {
+            Ok(Fetch::Unchanged) => return Ok(Read::NotModified(known)),
+            Ok(Fetch::Changed(obj)) => obj,
+            Err(e) => return Err(ApiError::from_store(e, false)),
+        }
+    } else {
+        store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::from_store(e, false))?
+    };
+    match pre.evaluate(Some(obj.version()), true) {
+        Verdict::Proceed => Ok(Read::Full(obj)),
+        Verdict::NotModified => Ok(Read::NotModified(obj.meta.version)),
+        Verdict::Failed => Err(ApiError::PreconditionFailed {
+            key: key.to_string(),
+            current: Some(obj.meta.version),
+        }),
+    }
+}
+
+/// HEAD: like [`read`] without the body.
+pub async fn read_meta(
+    store: &dyn Store,
+    key: &str,
+    pre: &Preconditions,
+) -> Result<ReadMeta, ApiError> {
+    let meta = store
+        .head(key)
+        .await
+        .map_err(|e| ApiError::from_store(e, false))?;
+    match pre.evaluate(Some(&meta.version), true) {
+        Verdict::Proceed => Ok(ReadMeta::Full(meta)),
+        Verdict::NotModified => Ok(ReadMeta::NotModified(meta.version)),
+        Verdict::Failed => Err(ApiError::PreconditionFailed {
+            key: key.to_string(),
+            current: Some(meta.version),
+        }),
+    }
+}
+
+/// PUT: writes `body` if the preconditions hold. With `require_precondition`, a write
+/// without one may only create the key (428 if it exists).
+pub async fn write(
+    store: &dyn Store,
+    key: &str,
+    body: Bytes,
+    metadata: Metadata,
+    pre: &Preconditions,
+    require_precondition: bool,
+) -> Result<Written, ApiError> {
+    let put = |condition: Condition, body: Bytes| {
+        store.put(
+            key,
+            body,
+            PutOptions {
+                condition,
+                metadata: metadata.clone(),
+                expires_at: None,
+            },
+        )
+    };
+    match pre.as_condition() {
+        Some(Condition::Any) => match put(Condition::Absent, body.clone()).await {
+            Ok(version) => Ok(Written {
+                version,
+                created: true,
+            }),
+            Err(Error::Conflict { actual, .. }) if require_precondition => {
+                Err(ApiError::PreconditionRequired {
+                    key: key.to_string(),
+                    current: actual,
+                })
+            }
+            Err(Error::Conflict { .. }) => match put(Condition::Any, body).await {
+                Ok(version) => Ok(Written {
+                    version,
+                    created: false,
+                }),
+                Err(e) => Err(ApiError::from_store(e, false)),
+            },
+            Err(e) => Err(ApiError::from_store(e, false)),
+        },
+        Some(condition) => {
+            let created = condition == Condition::Absent;
+            match put(condition, body).await {
+                Ok(version) => Ok(Written { version, created }),
+                Err(Error::Conflict { actual, .. }) => {
+                    Err(precondition_failed(store, key, actual).await)
+                }
+                Err(e) => Err(ApiError::from_store(e, true)),
+            }
+        }
+        None => {
+            for _ in 0..REEVALUATIONS {
+                let current = current_version(store, key).await?;
+                if pre.evaluate(current.as_ref(), false) != Verdict::Proceed {
+                    return Err(ApiError::PreconditionFailed {
+                        key: key.to_string(),
+                        current,
+                    });
+                }
+                let condition = match &current {
+                    Some(v) => Condition::Matches(v.clone()),
+                    None => Condition::Absent,
+                };
+                match put(condition, body.clone()).await {
+                    Ok(version) => {
+                        return Ok(Written {
+                            version,
+                            created: current.is_none(),
+                        });
+                    }
+                    Err(Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, true)),
+                }
+            }
+            Err(moving_target(store, key).await)
+        }
+    }
+}
+
+/// The 409 of a key that kept changing while its preconditions were re-evaluated.
+async fn moving_target(store: &dyn Store, key: &str) -> ApiError {
+    ApiError::Conflict {
+        key: key.to_string(),
+        current: current_version(store, key).await.ok().flatten(),
+        message: format!(
+            "conflict on key '{key}': it kept changing while the preconditions were evaluated; retry"
+        ),
+    }
+}
+
+/// DELETE: removes the key if the preconditions hold. Deleting an absent key without
+/// preconditions succeeds (deleting is idempotent). With `require_precondition`, a
+/// delete without one of an existing key is refused (428).
+pub async fn remove(
+    store: &dyn Store,
+    key: &str,
+    pre: &Preconditions,
+    require_precondition: bool,
+) -> Result<(), ApiError> {
+    if pre.is_empty() && require_precondition {
+        return match current_version(store, key).await? {
+            Some(current) => Err(ApiError::PreconditionRequired {
+                key: key.to_string(),
+                current: Some(current),
+            }),
+            None => Ok(()),
+        };
+    }
+    match pre.as_condition() {
+        Some(condition) => match store.delete(key, condition).await {
+            Ok(()) => Ok(()),
+            Err(Error::Conflict { actual, .. }) => {
+                Err(precondition_failed(store, key, actual).await)
+            }
+            Err(e) => Err(ApiError::from_store(e, !pre.is_empty())),
+        },
+        None => {
+            for _ in 0..REEVALUATIONS {
+                let current = current_version(store, key).await?;
+                if pre.evaluate(current.as_ref(), false) != Verdict::Proceed {
+                    return Err(ApiError::PreconditionFailed {
+                        key: key.to_string(),
+                        current,
+                    });
+                }
+                let Some(v) = current else {
+                    return Ok(());
+                };
+                match store.delete(key, Condition::Matches(v)).await {
+                    Ok(()) => return Ok(()),
+                    Err(Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, true)),
+                }
+            }
+            Err(moving_target(store, key).await)
+        }
+    }
+}
+
+/// The user metadata of a stored object, without the entries ifmatch reserves for itself.
+pub fn user_metadata(metadata: &Metadata) -> Metadata {
+    metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with(ifmatch::key::RESERVED_METADATA_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// PATCH: applies `patch` in the update loop (see the module docs).
+pub async fn patch(
+    store: &dyn Store,
+    key: &str,
+    patch: &Patch,
+    pre: &Preconditions,
+    policy: &RetryPolicy,
+) -> Result<Patched, ApiError> {
+    let mut last: Option<(Bytes, Metadata)> = None;
+    let result = update(store, key, policy, |current| {
+        let Some(obj) = current else {
+            return Err(Abort::NotFound.into());
+        };
+        if pre.evaluate(Some(obj.version()), false) != Verdict::Proceed {
+            return Err(Abort::Precondition(Some(obj.meta.version.clone())).into());
+        }
+        let body = patch.apply(&obj.body).map_err(Abort::Patch)?;
+        let metadata = user_metadata(&obj.meta.metadata);
+        last = Some((body.clone(), metadata.clone()));
+        Ok(Decision::Write { body, metadata })
+    })
+    .await
+    .map_err(|e| ApiError::from_update(e, !pre.is_empty()))?;
+    match (result.version, last) {
+        (Some(version), Some((body, metadata))) => Ok(Patched {
+            version,
+            body,
+            metadata,
+        }),
+        _ => Err(ApiError::Store(Error::msg(format!(
+            "the update of key '{key}' reported no new version"
+        )))),
+    }
+}
