@@ -589,8 +589,8 @@ impl DynamoStore {
         }
     }
 
-    /// The current version of `key`, best effort (`None` if absent or unreadable).
-    async fn current_version(&self, key: &str) -> Option<Version> {
+    /// One consistent GetItem of `key` projecting only the version attribute.
+    async fn get_version_item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
         let out = self
             .reads
             .get_item()
@@ -601,8 +601,17 @@ impl DynamoStore {
             .expression_attribute_names("#ver", A_VERSION)
             .send()
             .await
-            .ok()?;
-        out.item().and_then(version_of)
+            .map_err(|e| self.map_err(e, Op::Read, "GetItem"))?;
+        Ok(out.item)
+    }
+
+    /// The current version of `key`, best effort (`None` if absent or unreadable).
+    async fn current_version(&self, key: &str) -> Option<Version> {
+        self.get_version_item(key)
+            .await
+            .ok()?
+            .as_ref()
+            .and_then(version_of)
     }
 
     /// The actual version for a conflict: from the returned old item, else read.
@@ -836,19 +845,11 @@ impl Store for DynamoStore {
     /// One request projecting `ver` when unchanged; a second, full read when changed.
     async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
         validate_key(key)?;
-        let out = self
-            .reads
-            .get_item()
-            .table_name(&self.table)
-            .key(A_KEY, AttributeValue::S(key.to_string()))
-            .consistent_read(true)
-            .projection_expression("#ver")
-            .expression_attribute_names("#ver", A_VERSION)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e, Op::Read, "GetItem"))?;
-        let item = out.item().ok_or_else(|| Error::not_found(key))?;
-        if version_of(item).as_ref() == Some(known) {
+        let item = self
+            .get_version_item(key)
+            .await?
+            .ok_or_else(|| Error::not_found(key))?;
+        if version_of(&item).as_ref() == Some(known) {
             return Ok(Fetch::Unchanged);
         }
         match self.get_item(key).await? {
