@@ -198,6 +198,7 @@ pub(crate) fn apply_entries(paths: &Paths, sc: &mut Sidecar, entries: &[LogEntry
     }
     f.sync_data()
         .map_err(|e| io("syncing the cached database", e))?;
+    super::crash_point("tenantdb-pages-applied");
     write_sidecar(paths, sc)
 }
 

@@ -113,6 +113,20 @@
 //!
 //! [`TenantDbs::stats`] returns counters; the same are emitted through the
 //! `metrics` facade as `ifmatch_tenantdb_*_total` (requests by `kind`).
+//!
+//! ## Crash points (tests only)
+//!
+//! Built with the `failpoints` feature (only the crate's own tests enable
+//! it), the environment variable `IFMATCH_CRASH_AT=NAME[@N]` makes the
+//! process SIGKILL itself the `N`th time (default the first) it reaches crash
+//! point `NAME`, so a test can crash exactly between two steps of a commit:
+//!
+//! - `tenantdb-commit-landed`: the log entry is in the store (the commit
+//!   stands) but the cached copy has not been touched yet;
+//! - `tenantdb-pages-applied`: log entries (a commit's own, or a catch-up's)
+//!   are written into the cached file but its sidecar still names the old seq.
+//!
+//! Without the feature the points compile to nothing.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -1406,6 +1420,7 @@ impl TenantDbs {
         let (paths, files) = self.paths_locked(tenant);
         let now = self.inner.cfg.clock.now_ms();
         if landed {
+            crash_point("tenantdb-commit-landed");
             bump!(self.inner.counters, commits, 1);
             let mut copy = sc.clone();
             let seq = entry.seq;
@@ -1589,6 +1604,30 @@ impl TenantDbs {
         }
     }
 }
+
+/// A test-only crash point; see "Crash points" in the module docs.
+#[cfg(feature = "failpoints")]
+pub(crate) fn crash_point(name: &str) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("IFMATCH_CRASH_AT") else {
+        return;
+    };
+    let (want, nth) = match spec.split_once('@') {
+        Some((n, k)) => (n, k.parse::<u64>().unwrap_or(1)),
+        None => (spec.as_str(), 1),
+    };
+    if want == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        // SAFETY: sends a signal to our own process; nothing is borrowed.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Without the `failpoints` feature a crash point is nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn crash_point(_name: &str) {}
 
 /// The outcome of one write attempt.
 enum Step<T> {
