@@ -1,0 +1,8 @@
+//! Reliability: crash tests, fault schedules checked against a model, and
+//! linearizability checking of concurrent histories (issue 8). See
+//! `docs/RELIABILITY.md` for what each test demonstrates and the environment
+//! variables for longer runs.
+
+mod common;
+mod history;
+mod linearizability;
