@@ -1,6 +1,11 @@
 //! Shared helpers: seeds, temporary directories, environment knobs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ifmatch::clock::{ManualClock, SharedRng};
+use ifmatch::retry::RetryPolicy;
 
 /// The seed of a test: `RELIABILITY_SEED` if set, else a fresh one.
 /// Printed, so a failing run (cargo shows a failing test's output) can be replayed.
@@ -47,4 +52,15 @@ impl Drop for TempDir {
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A retry policy on a manual clock (backoff never sleeps) with a seeded rng.
+pub fn fast_policy(seed: u64, attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_clock(Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )))
+        .with_rng(SharedRng::seeded(seed))
+        .with_max_attempts(attempts)
+        .with_deadline(None)
 }

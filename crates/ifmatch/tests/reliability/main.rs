@@ -4,5 +4,7 @@
 //! variables for longer runs.
 
 mod common;
+mod crash_file;
+mod crash_tenantdb;
 mod history;
 mod linearizability;
