@@ -6,5 +6,7 @@
 mod common;
 mod crash_file;
 mod crash_tenantdb;
+mod faults;
 mod history;
 mod linearizability;
+mod model;
