@@ -77,7 +77,11 @@
 //! copy checked more than half a grace window ago are re-checked before they
 //! are sent. This assumes worker clocks agree to within a fraction of the
 //! grace window, and that a replay takes less than half of it. A zero grace
-//! window (tests) always goes through `head`.
+//! window (tests) always goes through `head`, but that check and the commit
+//! after it are two steps: with **concurrent writers** (separate caches) a
+//! collector can delete `log/<n+1>` between them, the commit then claims that
+//! seq again and is lost although acknowledged. Zero, or any grace shorter
+//! than a check-to-commit round trip, is safe only with one writer at a time.
 //!
 //! ## Cache
 //!
@@ -264,6 +268,8 @@ pub struct TenantDbsConfig {
     /// page bytes as the database holds.
     pub checkpoint_every: u64,
     /// How long superseded log entries and checkpoints are kept (default 10 min).
+    /// Zero is for single-writer tests only: with concurrent writers it can
+    /// lose acknowledged commits (see "Freshness and garbage collection").
     pub gc_grace: Duration,
     /// Key prefix in the store (default `tenants`).
     pub prefix: String,
@@ -328,7 +334,8 @@ impl TenantDbsConfig {
         self.checkpoint_every = n.max(1);
         self
     }
-    /// Sets the garbage-collection grace window.
+    /// Sets the garbage-collection grace window (see [`TenantDbsConfig::gc_grace`]:
+    /// not zero when several workers write the same tenant).
     pub fn with_gc_grace(mut self, d: Duration) -> Self {
         self.gc_grace = d;
         self
