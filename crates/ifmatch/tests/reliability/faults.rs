@@ -8,7 +8,10 @@
 //!   no increment is lost (mutual exclusion) and fencing tokens strictly rise;
 //! - idempotency: every delivery of a key that succeeds returns one result;
 //! - snapshots: every published version holds exactly its own build's bytes,
-//!   and the latest is the highest version published.
+//!   and the latest is the highest version published;
+//! - tenant databases: three workers with their own caches commit rows; the
+//!   rows are exactly the acknowledged commits plus some unknown-outcome ones,
+//!   none twice.
 //!
 //! `RELIABILITY_FAULT_ROUNDS` repeats each test with new seeds.
 
@@ -367,5 +370,114 @@ async fn snapshots_publish_exactly_under_faults() {
             latest.version()
         );
         assert!(!published.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_commits_exact_under_faults() {
+    use ifmatch::tenantdb::{TenantDbError, TenantDbs, TenantDbsConfig};
+    let base = seed("tenantdb_under_faults");
+    for r in 0..rounds() {
+        let s = base + r;
+        let dir = TempDir::new("tdb-faults");
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        let store = faulty(inner.clone(), s, 0.05, 0.10);
+        let (acked, maybe) = (
+            Arc::new(Mutex::new(HashSet::new())),
+            Arc::new(Mutex::new(HashSet::new())),
+        );
+        let mut handles = Vec::new();
+        // Three workers, each with its own cache, as three processes would be.
+        for w in 0..3u64 {
+            let cfg = TenantDbsConfig::new(dir.0.join(format!("cache-{w}")))
+                .with_schema(Arc::new(|tx| {
+                    tx.execute_batch(
+                        "CREATE TABLE ops (n INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL);",
+                    )
+                }))
+                .with_checkpoint_every(4)
+                // The default grace: a zero grace loses acknowledged commits
+                // between concurrent writers (this test showed it; see
+                // `TenantDbsConfig::gc_grace`).
+                .with_gc_grace(Duration::from_secs(600))
+                .with_retry(policy(s ^ (w + 11), 30));
+            let dbs = TenantDbs::open(store.clone() as DynStore, cfg).unwrap();
+            let (acked, maybe) = (acked.clone(), maybe.clone());
+            handles.push(tokio::spawn(async move {
+                for i in 0..15u64 {
+                    let id = format!("{w}-{i}");
+                    let id2 = id.clone();
+                    let r = dbs
+                        .write("t", move |tx| {
+                            let n: i64 =
+                                tx.query_row("SELECT coalesce(max(n), 0) + 1 FROM ops", [], |r| {
+                                    r.get(0)
+                                })?;
+                            tx.execute(
+                                "INSERT INTO ops (n, id) VALUES (?1, ?2)",
+                                rusqlite::params![n, id2],
+                            )?;
+                            Ok(())
+                        })
+                        .await;
+                    match r {
+                        Ok(()) => acked.lock().unwrap().insert(id),
+                        // Outcome unknown to the caller (it may or may not have landed).
+                        Err(TenantDbError::Store(_)) | Err(TenantDbError::Io { .. }) => {
+                            maybe.lock().unwrap().insert(id)
+                        }
+                        // Every attempt lost to another writer's commit: nothing landed.
+                        Err(TenantDbError::Conflict { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    };
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        // A fresh reader, without faults, sees the committed history.
+        let reader =
+            TenantDbs::open(inner.clone(), TenantDbsConfig::new(dir.0.join("reader"))).unwrap();
+        let rows: Vec<(i64, String)> = reader
+            .read("t", |c| {
+                let mut st = c.prepare("SELECT n, id FROM ops ORDER BY n")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        let (acked, maybe) = (acked.lock().unwrap().clone(), maybe.lock().unwrap().clone());
+        let ids: HashSet<&String> = rows.iter().map(|r| &r.1).collect();
+        assert_eq!(
+            ids.len(),
+            rows.len(),
+            "seed {s}: a commit was applied twice"
+        );
+        for (i, (n, _)) in rows.iter().enumerate() {
+            assert_eq!(*n, i as i64 + 1, "seed {s}: rows are not 1..=M");
+        }
+        for id in &acked {
+            assert!(
+                ids.contains(id),
+                "seed {s}: acknowledged commit {id} is lost"
+            );
+        }
+        for id in &ids {
+            assert!(
+                acked.contains(*id) || maybe.contains(*id),
+                "seed {s}: {id} landed but its writer was told it failed"
+            );
+        }
+        let landed_maybe = maybe.iter().filter(|id| ids.contains(id)).count();
+        println!(
+            "tenantdb: {} rows = {} acknowledged + {landed_maybe} of {} unknown-outcome",
+            rows.len(),
+            acked.len(),
+            maybe.len()
+        );
+        assert_eq!(rows.len(), acked.len() + landed_maybe);
     }
 }
