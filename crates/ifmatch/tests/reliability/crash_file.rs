@@ -133,6 +133,30 @@ pub fn wait_for_start(log: &Path, run: u64, child: &mut Child) {
     }
 }
 
+/// Waits until the child of run `run` has logged an acknowledgement (a line
+/// starting with `ack` after its `start` line), so a kill that follows hits
+/// a writer in full swing rather than one still starting.
+pub fn wait_for_ack(log: &Path, run: u64, ack: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = format!("start {run}");
+    loop {
+        let lines = log_lines(log);
+        if let Some(i) = lines.iter().position(|l| *l == start) {
+            if lines[i + 1..].iter().any(|l| l.starts_with(ack)) {
+                return;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("child run {run} exited before acknowledging a write: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "child run {run} acknowledged nothing in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// What the log says: the acknowledged counter values and blob writes, and
 /// the attempts since the last acknowledgement of each (several, when
 /// successive children die before acknowledging).
@@ -222,6 +246,7 @@ async fn file_store_survives_sigkill() {
     let store_dir = dir.0.join("store");
     let log = dir.0.join("acks.log");
     let started = Instant::now();
+    let mut total_reads = 0u64;
     for run in 0..kills {
         let mut child = spawn_child(
             "crash_file::child",
@@ -233,6 +258,12 @@ async fn file_store_survives_sigkill() {
             ],
         );
         wait_for_start(&log, run, &mut child);
+        // Every other run is killed only after its first acknowledged write
+        // (so every run does some work, however slow the machine); the others
+        // may die while still opening the store.
+        if run % 2 == 0 {
+            wait_for_ack(&log, run, "c ", &mut child);
+        }
         // While the child writes, read along: nothing partial may ever show.
         let kill_at = Instant::now() + Duration::from_millis(rng.random_range(5..250));
         let reader = FileStore::open(&store_dir).unwrap();
@@ -255,6 +286,7 @@ async fn file_store_survives_sigkill() {
             std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
             "run {run}: the child was not killed but ended: {status}"
         );
+        total_reads += reads as u64;
         let (c, b) = check_state(&reader, &log, &format!("after kill {run}")).await;
         if run % 10 == 0 {
             println!("run {run}: counter {c}, blob {b}, {reads} concurrent reads");
@@ -292,16 +324,15 @@ async fn file_store_survives_sigkill() {
         );
     }
     println!(
-        "{kills} kills in {:.1}s: {} acknowledged writes ({} increments, blob {:?}), {tmp_left} temporary files left",
+        "{kills} kills in {:.1}s: {} acknowledged writes ({} increments, blob {:?}), {total_reads} concurrent reads, {tmp_left} temporary files left",
         started.elapsed().as_secs_f64(),
         acks.writes,
         acks.counter.len(),
         acks.blob_acked
     );
     assert!(
-        acks.writes >= kills,
-        "the children acknowledged only {} writes in {kills} runs: the kills hit no work",
-        acks.writes
+        acks.writes >= kills / 2,
+        "every other run acknowledges a write"
     );
 }
 
