@@ -143,7 +143,12 @@ async fn contenders_never_overlap(
     rounds: usize,
     ttl: Duration,
 ) {
+    let t0 = std::time::Instant::now();
     let h = contend(store.clone(), &clock, contenders, rounds, ttl).await;
+    eprintln!(
+        "{name}: {contenders} contenders x {rounds} rounds in {:?}",
+        t0.elapsed()
+    );
     check_history(name, &h, contenders * rounds);
     let info = leases(&store, &clock, 1, "x")
         .inspect("job")
@@ -162,33 +167,67 @@ async fn thirty_two_contenders_never_overlap_and_tokens_increase() {
     }
 }
 
+/// A TTL for contention on a [`ManualClock`]: every waiter's nap moves the
+/// shared clock at once, so a tenure of a few real milliseconds can last
+/// many clock seconds; the TTL is long enough that no live holder is ever
+/// seen as expired.
+const MANUAL_CLOCK_TTL: Duration = Duration::from_secs(600);
+
+/// At most this many requests of one contention test in flight to a remote
+/// store: 32 waiters polling a server that answers one request at a time
+/// (moto) would otherwise queue every other client, other tests included,
+/// behind them.
+const REMOTE_IN_FLIGHT: usize = 4;
+
+/// `store`, with its requests limited to [`REMOTE_IN_FLIGHT`] at a time if it is remote.
+fn throttled(name: &str, store: DynStore) -> DynStore {
+    if matches!(name, "memory" | "file") {
+        return store;
+    }
+    Arc::new(Throttled {
+        inner: store,
+        permits: tokio::sync::Semaphore::new(REMOTE_IN_FLIGHT),
+    })
+}
+
+/// Rounds of 32-contender tests on `backend` with a manual clock. Waiters on
+/// a manual clock poll as fast as the store answers, and moto answers one
+/// request at a time (32 tenures on s3 take about 13 s), so s3 gets one round.
+fn rounds_on(backend: &str) -> usize {
+    if backend == "s3" { 1 } else { 3 }
+}
+
 #[tokio::test]
-async fn contenders_never_overlap_on_every_backend() {
-    // Fewer rounds than on the paused clock: every step is a request, and moto
-    // answers one at a time. Waiters' naps move the manual clock at once, so
-    // the TTL is long enough that no live holder is ever seen as expired.
+async fn thirty_two_contenders_never_overlap_on_every_backend() {
     for (name, store) in crate::backends::backends().await {
-        contenders_never_overlap(name, store, manual_clock(), 8, 3, Duration::from_secs(60)).await;
+        let rounds = rounds_on(name);
+        let store = throttled(name, store);
+        contenders_never_overlap(name, store, manual_clock(), 32, rounds, MANUAL_CLOCK_TTL).await;
     }
 }
 
 /// Contention through a [`FaultStore`]: the tenures must still never overlap.
-async fn contend_through_faults(config: FaultConfig, seed: u64) {
-    for (name, store) in backends() {
+async fn contend_through_faults(
+    stores: Vec<(&'static str, DynStore)>,
+    clock: DynClock,
+    config: FaultConfig,
+    seed: u64,
+    (contenders, rounds, ttl): (usize, usize, Duration),
+) {
+    for (name, store) in stores {
+        let rounds = rounds.min(rounds_on(name));
         let fault = Arc::new(FaultStore::new(
-            store,
+            throttled(name, store),
             config.clone(),
             SharedRng::seeded(seed),
         ));
-        let h = contend(
-            fault.clone(),
-            &SystemClock::shared(),
-            32,
-            3,
-            Duration::from_secs(10),
-        )
-        .await;
-        check_history(name, &h, 32 * 3);
+        let t0 = std::time::Instant::now();
+        let h = contend(fault.clone(), &clock, contenders, rounds, ttl).await;
+        eprintln!(
+            "{name}: {contenders} contenders x {rounds} rounds through faults in {:?}",
+            t0.elapsed()
+        );
+        check_history(name, &h, contenders * rounds);
         let c = fault.counters();
         let lost = c.lost_responses.load(Ordering::Relaxed);
         assert!(
@@ -209,7 +248,22 @@ async fn contention_with_lost_responses_keeps_the_invariants() {
         lost_response_rate: 0.10,
         ..FaultConfig::default()
     };
-    contend_through_faults(config, 42).await;
+    let shape = (32, 3, Duration::from_secs(10));
+    contend_through_faults(backends(), SystemClock::shared(), config, 42, shape).await;
+}
+
+#[tokio::test]
+async fn contention_with_lost_responses_on_every_backend() {
+    // s3 and dynamodb (memory and file run above on the paused clock). No
+    // injected errors here: the retries' deadline would be measured on a
+    // manual clock that every sleeper moves.
+    let config = FaultConfig {
+        lost_response_rate: 0.10,
+        ..FaultConfig::default()
+    };
+    let stores = crate::backends::remote_backends().await;
+    let shape = (32, 3, MANUAL_CLOCK_TTL);
+    contend_through_faults(stores, manual_clock(), config, 44, shape).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -219,7 +273,8 @@ async fn contention_with_errors_and_lost_responses_keeps_the_invariants() {
         lost_response_rate: 0.10,
         ..FaultConfig::default()
     };
-    contend_through_faults(config, 43).await;
+    let shape = (32, 3, Duration::from_secs(10));
+    contend_through_faults(backends(), SystemClock::shared(), config, 43, shape).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -543,31 +598,53 @@ async fn concurrent_fenced_writers_cannot_both_pass_the_check() {
 #[tokio::test(start_paused = true)]
 async fn with_lease_renews_while_the_work_runs_and_then_releases() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let a = leases(&store, &clock, 1, "a");
-        let b = leases(&store, &clock, 2, "b");
-        let ttl = Duration::from_secs(3);
-        let out = a
-            .with_lease("long", ttl, Duration::ZERO, |guard| {
-                let b = b.clone();
-                let clock = clock.clone();
-                async move {
-                    // Work for ten TTLs; the lease must stay ours throughout.
-                    for _ in 0..20 {
-                        clock.sleep(Duration::from_millis(1500)).await;
-                        assert!(guard.is_held());
-                        let err = b.acquire("long", ttl, Duration::ZERO).await.unwrap_err();
-                        assert!(matches!(err, LeaseError::Held { .. }));
-                    }
-                    guard.token()
-                }
-            })
-            .await
-            .unwrap();
-        let info = a.inspect("long").await.unwrap().unwrap();
-        assert!(info.released, "{name}");
-        assert_eq!(info.token, out, "{name}");
+        // Work for ten TTLs; the lease must stay ours throughout.
+        let shape = (Duration::from_secs(3), Duration::from_millis(1500), 20);
+        with_lease_renews(name, store, SystemClock::shared(), shape).await;
     }
+}
+
+#[tokio::test]
+async fn with_lease_renews_and_reports_a_lost_lease_on_every_backend() {
+    // s3 and dynamodb (memory and file run on the paused clock). On the
+    // manual clock every sleeper moves time, so the work's steps are short
+    // beside the TTL: a renewal is never more than a few steps late.
+    for (name, store) in crate::backends::remote_backends().await {
+        let shape = (Duration::from_secs(30), Duration::from_millis(1500), 40);
+        with_lease_renews(name, store.clone(), manual_clock(), shape).await;
+        with_lease_reports_loss(name, store, manual_clock()).await;
+    }
+}
+
+/// `with_lease` over work of `steps` sleeps of `step`: the lease is held (and
+/// refused to another worker) after every step, and released at the end.
+async fn with_lease_renews(
+    name: &str,
+    store: DynStore,
+    clock: DynClock,
+    (ttl, step, steps): (Duration, Duration, usize),
+) {
+    let a = leases(&store, &clock, 1, "a");
+    let b = leases(&store, &clock, 2, "b");
+    let out = a
+        .with_lease("long", ttl, Duration::ZERO, |guard| {
+            let b = b.clone();
+            let clock = clock.clone();
+            async move {
+                for _ in 0..steps {
+                    clock.sleep(step).await;
+                    assert!(guard.is_held(), "{name}: {:?}", guard.status());
+                    let err = b.acquire("long", ttl, Duration::ZERO).await.unwrap_err();
+                    assert!(matches!(err, LeaseError::Held { .. }), "{name}: {err}");
+                }
+                guard.token()
+            }
+        })
+        .await
+        .unwrap();
+    let info = a.inspect("long").await.unwrap().unwrap();
+    assert!(info.released, "{name}");
+    assert_eq!(info.token, out, "{name}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -608,42 +685,47 @@ async fn with_lease_keeps_the_lease_through_lost_renewal_responses() {
 #[tokio::test(start_paused = true)]
 async fn with_lease_reports_a_lease_lost_to_another_holder() {
     for (name, store) in backends() {
-        let clock: DynClock = SystemClock::shared();
-        let a = leases(&store, &clock, 1, "a");
-        let key = a.key("stolen");
-        let status = a
-            .with_lease("stolen", Duration::from_secs(3), Duration::ZERO, |guard| {
-                let store = store.clone();
-                let clock = clock.clone();
-                async move {
-                    clock.sleep(Duration::from_millis(500)).await;
-                    // Simulate a takeover by a worker whose clock ran far ahead.
-                    let now = ifmatch_ms(clock.now());
-                    let intruder = serde_json::json!({
-                        "name": "stolen", "state": "held", "owner": "intruder",
-                        "token": guard.token() + 1, "acquired_at_ms": now,
-                        "expires_at_ms": now + 60_000, "updated_at_ms": now,
-                    });
-                    store
-                        .put(&key, intruder.to_string().into(), PutOptions::any())
-                        .await
-                        .unwrap();
-                    guard.lost().await
-                }
-            })
-            .await
-            .unwrap();
-        match status {
-            LeaseStatus::Lost { holder, found } => {
-                assert_eq!(holder.as_deref(), Some("intruder"), "{name}");
-                assert!(found.contains("intruder"), "{name}: {found}");
-            }
-            other => panic!("{name}: {other:?}"),
-        }
-        // The intruder's record was left alone.
-        let info = a.inspect("stolen").await.unwrap().unwrap();
-        assert_eq!(info.owner, "intruder", "{name}");
+        with_lease_reports_loss(name, store, SystemClock::shared()).await;
     }
+}
+
+/// A lease taken over under `with_lease` is reported as lost, and the new
+/// holder's record is left alone.
+async fn with_lease_reports_loss(name: &str, store: DynStore, clock: DynClock) {
+    let a = leases(&store, &clock, 1, "a");
+    let key = a.key("stolen");
+    let status = a
+        .with_lease("stolen", Duration::from_secs(3), Duration::ZERO, |guard| {
+            let store = store.clone();
+            let clock = clock.clone();
+            async move {
+                clock.sleep(Duration::from_millis(500)).await;
+                // Simulate a takeover by a worker whose clock ran far ahead.
+                let now = ifmatch_ms(clock.now());
+                let intruder = serde_json::json!({
+                    "name": "stolen", "state": "held", "owner": "intruder",
+                    "token": guard.token() + 1, "acquired_at_ms": now,
+                    "expires_at_ms": now + 60_000, "updated_at_ms": now,
+                });
+                store
+                    .put(&key, intruder.to_string().into(), PutOptions::any())
+                    .await
+                    .unwrap();
+                guard.lost().await
+            }
+        })
+        .await
+        .unwrap();
+    match status {
+        LeaseStatus::Lost { holder, found } => {
+            assert_eq!(holder.as_deref(), Some("intruder"), "{name}");
+            assert!(found.contains("intruder"), "{name}: {found}");
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+    // The intruder's record was left alone.
+    let info = a.inspect("stolen").await.unwrap().unwrap();
+    assert_eq!(info.owner, "intruder", "{name}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -875,5 +957,52 @@ async fn a_newer_token_with_the_same_body_still_fences_off_an_older_one() {
         assert_eq!(stored_token(&meta).unwrap(), Some(2), "{name}");
         let v = fenced_get(&*store, "data/same").await.unwrap();
         assert_eq!((v.body, v.token), (body, Some(2)), "{name}");
+    }
+}
+
+/// A store that lets at most a fixed number of requests through at a time.
+#[derive(Debug)]
+struct Throttled {
+    inner: DynStore,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Throttled {
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+#[async_trait]
+impl Store for Throttled {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Object> {
+        let _p = self.permit().await;
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        let _p = self.permit().await;
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let _p = self.permit().await;
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        let _p = self.permit().await;
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        let _p = self.permit().await;
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        let _p = self.permit().await;
+        self.inner.list(prefix, page).await
     }
 }
