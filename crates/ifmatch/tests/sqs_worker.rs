@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use ifmatch::Store;
 use ifmatch::idempotency::{Idempotency, RecordState};
@@ -41,8 +41,24 @@ fn endpoint() -> Option<String> {
     None
 }
 
-/// The example's binary, built first: `cargo test --test sqs_worker` alone
-/// does not build examples (a plain `cargo test` does; then this is a no-op).
+/// The newest modification time of the files under `path`.
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
+/// The example's binary. A `cargo test` of the package or the workspace
+/// builds it with the tests; `cargo test --test sqs_worker` does not, so if
+/// it is missing or older than the crate's sources it is built here (with
+/// `-p ifmatch`: rebuilding after a `--workspace` build could resolve the
+/// dependencies' features differently and rebuild them all).
 fn example_binary() -> PathBuf {
     // This test runs from TARGET/PROFILE/deps/; the example lands in TARGET/PROFILE/examples/.
     let exe = std::env::current_exe().expect("current_exe");
@@ -55,6 +71,20 @@ fn example_binary() -> PathBuf {
         .file_name()
         .and_then(|n| n.to_str())
         .expect("a profile directory name");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("sqs_worker{}", std::env::consts::EXE_SUFFIX));
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = ["src", "examples", "Cargo.toml"]
+        .iter()
+        .filter_map(|p| newest_mtime(&crate_dir.join(p)))
+        .max();
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if let (Some(built), Some(sources)) = (built, sources) {
+        if built >= sources {
+            return bin;
+        }
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);
     // Drop what cargo sets for this test's own crate (CARGO_MANIFEST_DIR,
@@ -105,9 +135,6 @@ fn example_binary() -> PathBuf {
         .status()
         .expect("run cargo build --example sqs_worker");
     assert!(status.success(), "building the sqs_worker example failed");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("sqs_worker{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "no example binary at {}", bin.display());
     bin
 }
