@@ -117,12 +117,16 @@ const USAGE: &str = "usage: sqs_worker demo|worker [options]
   --deadline-s N        give up after this long (demo, 50)";
 
 fn parse_opts() -> Result<Opts, BoxError> {
-    let mut args = std::env::args().skip(1);
-    let mode = args.next().unwrap_or_else(|| "demo".to_string());
-    if mode == "--help" || mode == "-h" {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         std::process::exit(0);
     }
+    // The mode may be left out (then it is `demo`): `sqs_worker --kills 1`.
+    let mode = match args.peek() {
+        Some(a) if !a.starts_with('-') => args.next().unwrap_or_default(),
+        _ => "demo".to_string(),
+    };
     let mut o = Opts {
         mode,
         endpoint: None,
