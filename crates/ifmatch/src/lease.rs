@@ -42,6 +42,24 @@
 //! [`Leases::with_retention`]). Pass the token to [`fenced_put`] so storage
 //! rejects a write from a holder that was paused past its lease.
 //!
+//! ## Fenced values
+//!
+//! [`fenced_put`] stores the token *inside* the value, in a one-line header in
+//! front of the caller's bytes:
+//!
+//! ```text
+//! ifmatch-fence/1 1700000000123 9f86d081884c7d65\n<the caller's bytes>
+//! ```
+//!
+//! (`ifmatch-fence/1`, the token in decimal, a random per-write id in 16 hex
+//! digits, a newline). The token is thereby part of what determines the
+//! version on every backend, S3 included, where a version is the ETag, a hash
+//! of the bytes that metadata does not move. Read such values with
+//! [`fenced_get`] (or [`FencedValue::decode`]), which strips the header. The
+//! token and write id are also kept in metadata ([`META_FENCE`],
+//! [`META_FENCE_WID`]), written by the same put, so checking the stored token
+//! takes only a HEAD ([`stored_token`]).
+//!
 //! ## Record format
 //!
 //! The record is JSON: `{"name", "state": "held" | "released", "owner",
@@ -78,7 +96,7 @@ use tokio::sync::watch;
 use crate::clock::{DynClock, SharedRng};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
-use crate::store::{Condition, DynStore, Metadata, ObjectMeta, PutOptions, Store, Version};
+use crate::store::{Condition, DynStore, Metadata, Object, ObjectMeta, PutOptions, Store, Version};
 
 /// The default key prefix of lease records.
 pub const DEFAULT_PREFIX: &str = "leases/";
@@ -87,7 +105,8 @@ pub const DEFAULT_PREFIX: &str = "leases/";
 /// (jitter, so a crowd of waiters does not write in the same millisecond).
 const TAKEOVER_JITTER_MS: u64 = 100;
 
-/// Metadata name holding the fencing token of a value written by [`fenced_put`].
+/// Metadata name holding the fencing token of a value written by [`fenced_put`]
+/// (the same token as in the value's header).
 pub const META_FENCE: &str = "ifmatch-fence";
 
 /// Metadata name of the write id of a fenced write (to resolve lost responses).
@@ -950,7 +969,7 @@ fn not_owner(lease: &Lease, found: Option<Record>) -> LeaseError {
     }
 }
 
-/// Why a [`fenced_put`] was refused or failed.
+/// Why a [`fenced_put`] was refused or failed, or a fenced value could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FenceError {
@@ -974,12 +993,13 @@ pub enum FenceError {
         /// Attempts made.
         attempts: u32,
     },
-    /// The stored fencing token is not a number.
-    #[error("fenced write to '{key}': stored fencing token {found:?} is not a number")]
+    /// The stored fencing token (in the metadata or the value's header) is not
+    /// a number, or the header is malformed.
+    #[error("fenced value '{key}': bad fencing header or token: {found:?}")]
     Corrupt {
         /// The key.
         key: String,
-        /// The stored metadata value.
+        /// What was found (the metadata value or the start of the header).
         found: String,
     },
     /// The store failed (non-retryable, or retryable beyond the budget).
@@ -987,7 +1007,98 @@ pub enum FenceError {
     Store(#[from] Error),
 }
 
-/// The fencing token stored with a value (`None` if it was written without one).
+/// The first bytes of every value written by [`fenced_put`]: the stored bytes
+/// are `ifmatch-fence/1 TOKEN WRITE-ID\n` followed by the caller's bytes
+/// (`TOKEN` in decimal, `WRITE-ID` 16 lowercase hex digits).
+pub const FENCE_HEADER_MAGIC: &[u8] = b"ifmatch-fence/1 ";
+
+/// The longest header [`fenced_put`] puts in front of a value (the magic, a
+/// 20-digit token, a space, a 16-digit write id and a newline): a fenced value
+/// may be this much smaller than the store's [`Store::max_value_size`].
+pub const FENCE_HEADER_MAX_LEN: usize = FENCE_HEADER_MAGIC.len() + 20 + 1 + 16 + 1;
+
+/// The stored bytes of a fenced value: the header, then `body`.
+fn encode_fenced(token: u64, wid: &str, body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(FENCE_HEADER_MAX_LEN + body.len());
+    out.extend_from_slice(FENCE_HEADER_MAGIC);
+    out.extend_from_slice(format!("{token} {wid}\n").as_bytes());
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// Splits stored bytes into (token, write id, body) if they carry a fencing
+/// header; `Ok(None)` if they do not start with [`FENCE_HEADER_MAGIC`].
+fn decode_fenced(key: &str, stored: &Bytes) -> Result<Option<(u64, String, Bytes)>, FenceError> {
+    let Some(rest) = stored.strip_prefix(FENCE_HEADER_MAGIC) else {
+        return Ok(None);
+    };
+    let corrupt = || FenceError::Corrupt {
+        key: key.to_string(),
+        found: String::from_utf8_lossy(&stored[..stored.len().min(FENCE_HEADER_MAX_LEN)])
+            .into_owned(),
+    };
+    let line_len = rest
+        .iter()
+        .take(FENCE_HEADER_MAX_LEN)
+        .position(|&b| b == b'\n')
+        .ok_or_else(corrupt)?;
+    let line = std::str::from_utf8(&rest[..line_len]).map_err(|_| corrupt())?;
+    let (token, wid) = line.split_once(' ').ok_or_else(corrupt)?;
+    let token: u64 = token.parse().map_err(|_| corrupt())?;
+    if wid.is_empty() || !wid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(corrupt());
+    }
+    let start = FENCE_HEADER_MAGIC.len() + line_len + 1;
+    Ok(Some((token, wid.to_string(), stored.slice(start..))))
+}
+
+/// A value written by [`fenced_put`], with its fencing header taken off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencedValue {
+    /// The caller's bytes, as given to [`fenced_put`].
+    pub body: Bytes,
+    /// The token it was written with; `None` for a value that was not written
+    /// by [`fenced_put`] (no header and no [`META_FENCE`] metadata).
+    pub token: Option<u64>,
+    /// Version, metadata and expiry of the stored value. Its `size` is that of
+    /// the stored bytes, header included.
+    pub meta: ObjectMeta,
+}
+
+impl FencedValue {
+    /// Takes the fencing header off an object read from the store by other
+    /// means than [`fenced_get`] (e.g. [`Store::get_if_changed`]).
+    ///
+    /// An object without the header is returned whole, with the token from
+    /// its [`META_FENCE`] metadata if any (values written before the header
+    /// existed, or written by a plain `put`).
+    pub fn decode(object: Object) -> Result<Self, FenceError> {
+        let Object { meta, body } = object;
+        match decode_fenced(&meta.key, &body)? {
+            Some((token, _wid, body)) => Ok(FencedValue {
+                body,
+                token: Some(token),
+                meta,
+            }),
+            None => Ok(FencedValue {
+                token: stored_token(&meta)?,
+                body,
+                meta,
+            }),
+        }
+    }
+}
+
+/// Reads a value written by [`fenced_put`]: the caller's bytes without the
+/// fencing header, the token and the version. A missing key is
+/// `FenceError::Store(Error::NotFound { .. })`.
+pub async fn fenced_get(store: &dyn Store, key: &str) -> Result<FencedValue, FenceError> {
+    FencedValue::decode(store.get(key).await?)
+}
+
+/// The fencing token stored with a value (`None` if it was written without
+/// one), from its metadata: a HEAD is enough. [`fenced_put`] writes the token
+/// in the metadata and in the value's header in the same put, so the two agree.
 pub fn stored_token(meta: &ObjectMeta) -> Result<Option<u64>, FenceError> {
     match meta.metadata.get(META_FENCE) {
         None => Ok(None),
@@ -1001,20 +1112,22 @@ pub fn stored_token(meta: &ObjectMeta) -> Result<Option<u64>, FenceError> {
 /// Writes `body` to `key` on behalf of the holder of fencing `token`, unless
 /// the value was last written with a newer token.
 ///
-/// The token goes into the value's metadata ([`META_FENCE`]). The check and
-/// the write are one conditional write on the version read, so two fenced
-/// writers can never both pass the check: the loser re-reads and checks
-/// again. An equal token passes (the same holder writing again). A lost
-/// response is settled by re-reading for this write's id. `metadata` is
+/// The check and the write are one conditional write on the version read, so
+/// two fenced writers can never both pass the check: the loser re-reads and
+/// checks again. An equal token passes (the same holder writing again). A
+/// lost response is settled by re-reading for this write's id. `metadata` is
 /// stored alongside (names starting `ifmatch-` are reserved).
 ///
-/// **Known limitation on S3** (and any store whose versions are content
-/// hashes): the token lives in metadata, which the ETag does not cover. If a
-/// newer holder rewrites the very bytes already stored, the version does not
-/// move, so an older holder that read the previous token at that version can
-/// still land its write (and lower the stored token). Fenced values on S3 are
-/// only protected when every fenced write changes the body (e.g. the body
-/// carries the token or a write id).
+/// **The stored bytes are not `body`**: they start with a one-line header
+/// carrying the token and a fresh write id ([`FENCE_HEADER_MAGIC`]), so that
+/// every fenced write changes the version on every backend. On S3 a version
+/// is the ETag, a hash of the bytes alone: were the token only in metadata, a
+/// newer holder rewriting the same bytes would leave the version unchanged
+/// and an older holder's write conditional on it would still land. Read the
+/// value back with [`fenced_get`] (or [`FencedValue::decode`]), which strips
+/// the header. The token is also put in the metadata ([`META_FENCE`]), so
+/// the check needs only a HEAD. The header takes up to
+/// [`FENCE_HEADER_MAX_LEN`] bytes of the store's size limit.
 pub async fn fenced_put(
     store: &dyn Store,
     key: &str,
@@ -1024,6 +1137,7 @@ pub async fn fenced_put(
     policy: &RetryPolicy,
 ) -> Result<Version, FenceError> {
     let wid = format!("{:016x}", policy.rng.next_u64());
+    let stored = encode_fenced(token, &wid, &body);
     let mut attempts = policy.start();
     let head = |key: &str| {
         let key = key.to_string();
@@ -1065,7 +1179,7 @@ pub async fn fenced_put(
             metadata: md,
             expires_at: None,
         };
-        let transient = match store.put(key, body.clone(), opts).await {
+        let transient = match store.put(key, stored.clone(), opts).await {
             Ok(v) => return Ok(v),
             Err(Error::Conflict { .. } | Error::NotFound { .. }) => None,
             Err(Error::Ambiguous { .. }) => {
