@@ -17,6 +17,7 @@
 //! every increment of one key is one conditional write after another.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +41,122 @@ pub struct ContentionArgs {
     /// Increments per worker.
     #[arg(long, default_value_t = 50)]
     pub ops: usize,
+    /// Run once per worker count in this list (e.g. `1,2,4,8,16`) instead of `--workers`.
+    #[arg(long, value_delimiter = ',', value_name = "W,W,..")]
+    pub sweep: Option<Vec<usize>>,
+    /// With `--sweep`: also write an SVG chart of throughput against workers to this file.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
+}
+
+impl Default for ContentionArgs {
+    fn default() -> Self {
+        ContentionArgs {
+            workers: 8,
+            ops: 50,
+            sweep: None,
+            svg: None,
+        }
+    }
+}
+
+/// The report of `--sweep`: one contention report per worker count.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    /// Always `"contention-sweep"`.
+    pub scenario: &'static str,
+    /// The store measured.
+    pub store: String,
+    /// Increments per worker.
+    pub ops: usize,
+    /// One run per worker count, in the order given.
+    pub runs: Vec<ContentionReport>,
+}
+
+/// `ifmatch bench contention`: one run, or a sweep (and its chart); rendered.
+pub async fn run_cli(
+    store: DynStore,
+    args: &ContentionArgs,
+    seed: u64,
+    json: bool,
+) -> Result<String, Error> {
+    let Some(sweep) = &args.sweep else {
+        if args.svg.is_some() {
+            return Err(Error::InvalidInput(
+                "--svg needs --sweep (the chart plots throughput against workers)".into(),
+            ));
+        }
+        let r = run(store, args, seed, json).await?;
+        return super::output(&r, json, render);
+    };
+    let r = run_sweep(store, args, sweep, seed, json).await?;
+    if let Some(path) = &args.svg {
+        let chart = super::svg::contention_chart(&r);
+        std::fs::write(path, chart).map_err(|e| {
+            Error::other(format!("cannot write the chart to {}", path.display()), e)
+        })?;
+    }
+    super::output(&r, json, render_sweep)
+}
+
+/// Runs the scenario once per worker count in `sweep`.
+pub async fn run_sweep(
+    store: DynStore,
+    args: &ContentionArgs,
+    sweep: &[usize],
+    seed: u64,
+    json: bool,
+) -> Result<SweepReport, Error> {
+    if sweep.is_empty() || sweep.contains(&0) {
+        return Err(Error::InvalidInput(
+            "--sweep must list worker counts of at least 1, e.g. 1,2,4,8".into(),
+        ));
+    }
+    let mut runs = Vec::with_capacity(sweep.len());
+    for &w in sweep {
+        if !json {
+            eprintln!("contention sweep: {w} workers");
+        }
+        let a = ContentionArgs {
+            workers: w,
+            ..args.clone()
+        };
+        runs.push(run(store.clone(), &a, seed, json).await?);
+    }
+    Ok(SweepReport {
+        scenario: "contention-sweep",
+        store: store.describe(),
+        ops: args.ops,
+        runs,
+    })
+}
+
+/// A sweep as one table: throughput and losses per worker count and mode.
+pub fn render_sweep(r: &SweepReport) -> String {
+    let mut out = format!(
+        "contention sweep: N={} increments per worker on {}\n\n",
+        r.ops, r.store
+    );
+    out.push_str(&format!(
+        "{:>7} {:>11} {:>11} {:>11} {:>10} {:>10} {:>12}\n",
+        "workers", "ifmatch/s", "naive/s", "no-jitter/s", "naive lost", "ifm. lost", "serial lim/s"
+    ));
+    for run in &r.runs {
+        let m = |name: &str| run.modes.get(name);
+        let ops = |name: &str| m(name).map(|x| x.ops_per_sec).unwrap_or(0.0);
+        let lost = |name: &str| m(name).map(|x| x.lost_updates).unwrap_or(0);
+        out.push_str(&format!(
+            "{:>7} {:>11.1} {:>11.1} {:>11.1} {:>10} {:>10} {:>12.1}\n",
+            run.workers,
+            ops("ifmatch"),
+            ops("naive"),
+            ops("no-jitter"),
+            lost("naive"),
+            lost("ifmatch"),
+            run.serial_limit_ops_per_sec
+        ));
+    }
+    out
 }
 
 /// One mode's figures.
@@ -127,7 +244,7 @@ pub async fn run(
             "--workers and --ops must be at least 1".into(),
         ));
     }
-    let run_id = format!("{:016x}", SharedRng::from_entropy().next_u64());
+    let run_id = super::run_id();
     let base = format!("ifmatch-bench/contention/{run_id}");
     let serial = serial_limit(&store, &format!("{base}/serial")).await?;
     let total = (args.workers * args.ops * 3) as u64;
