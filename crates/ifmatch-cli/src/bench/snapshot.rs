@@ -177,6 +177,9 @@ async fn run_in(
 
     // Readers: R processes, each one reader shared by CALLERS callers.
     let done = Arc::new(AtomicBool::new(false));
+    // Readers start polling once a first version exists (before that there is
+    // nothing to serve, and every check would only log that).
+    let live = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(ReaderTally::default());
     let mut readers = Vec::new();
     let mut reader_tasks = Vec::new();
@@ -186,9 +189,14 @@ async fn run_in(
         readers.push(reader.clone());
         for _ in 0..CALLERS {
             let (reader, done, tally) = (reader.clone(), done.clone(), tally.clone());
+            let live = live.clone();
             reader_tasks.push(tokio::spawn(async move {
                 let mut seen = 0u64;
                 while !done.load(Ordering::Relaxed) {
+                    if !live.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
                     if let Ok(s) = reader.latest().await {
                         tally.calls.fetch_add(1, Ordering::Relaxed);
                         if s.version < seen {
@@ -216,6 +224,7 @@ async fn run_in(
             ),
         );
         let (barrier, bar, rounds) = (barrier.clone(), bar.clone(), args.publishes);
+        let live = live.clone();
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for _ in 0..rounds {
@@ -231,6 +240,9 @@ async fn run_in(
                         Ok(Bytes::from(body.to_string()))
                     })
                     .await;
+                if matches!(r, Ok(PublishOutcome::Published(_))) {
+                    live.store(true, Ordering::Relaxed);
+                }
                 outcomes.push(r);
                 bar.inc(1);
             }

@@ -434,11 +434,16 @@ pub fn render(r: &TenantDbReport) -> String {
         r.store
     );
     out.push_str(&format!(
-        "{:<28} {:>12} {:>12} {:>8}\n",
-        "", "ifmatch", "seed design", "ratio"
+        "{:<28} {:>12} {:>12} {:>9}\n",
+        "", "ifmatch", "seed design", "seed/ours"
     ));
     let row = |name: &str, a: f64, b: f64| {
-        format!("{name:<28} {a:>12.2} {b:>12.2} {:>7.2}x\n", ratio(b, a))
+        let x = if a == 0.0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}x", ratio(b, a))
+        };
+        format!("{name:<28} {a:>12.2} {b:>12.2} {x:>9}\n")
     };
     out.push_str(&row("cold open, ms (median)", r.cold_ms, r.naive_cold_ms));
     out.push_str(&row(
