@@ -309,13 +309,18 @@ fn a_sweep_draws_its_chart() {
         "1,2",
         "--ops",
         "3",
+        "--repeat",
+        "2",
         "--svg",
         svg.to_str().unwrap(),
     ]);
     let runs = v["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 4);
     assert_eq!(runs[1]["workers"], 2);
-    assert_eq!(runs[1]["modes"]["ifmatch"]["lost_updates"], 0);
+    assert_eq!(runs[3]["workers"], 2);
+    for run in runs {
+        assert_eq!(run["modes"]["ifmatch"]["lost_updates"], 0);
+    }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
     assert!(chart.contains("polyline"));
@@ -334,6 +339,10 @@ fn bad_scenario_arguments_are_usage_errors() {
         (vec!["snapshot", "--publishers", "0"], "--publishers"),
         (vec!["contention", "--svg", "x.svg"], "--sweep"),
         (vec!["contention", "--sweep", "0,2"], "--sweep"),
+        (
+            vec!["contention", "--sweep", "1", "--svg", "no/such/dir/c.svg"],
+            "--svg",
+        ),
         (vec!["tenantdb", "--requests", "lots"], "--requests"),
     ] {
         let dir = tempfile::tempdir().unwrap();

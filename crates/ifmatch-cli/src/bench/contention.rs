@@ -47,6 +47,10 @@ pub struct ContentionArgs {
     /// With `--sweep`: also write an SVG chart of throughput against workers to this file.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
+    /// With `--sweep`: run the whole sweep this many times (interleaved); the
+    /// chart plots the median of each point, to damp a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 impl Default for ContentionArgs {
@@ -56,6 +60,7 @@ impl Default for ContentionArgs {
             ops: 50,
             sweep: None,
             svg: None,
+            repeat: 1,
         }
     }
 }
@@ -69,7 +74,9 @@ pub struct SweepReport {
     pub store: String,
     /// Increments per worker.
     pub ops: usize,
-    /// One run per worker count, in the order given.
+    /// How many times the sweep ran.
+    pub repeat: usize,
+    /// One run per worker count and repetition, in the order they ran.
     pub runs: Vec<ContentionReport>,
 }
 
@@ -89,6 +96,16 @@ pub async fn run_cli(
         let r = run(store, args, seed, json).await?;
         return super::output(&r, json, render);
     };
+    if let Some(path) = &args.svg {
+        // Fail before a long sweep, not after it.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(Error::InvalidInput(format!(
+                "--svg {}: the directory does not exist",
+                path.display()
+            )));
+        }
+    }
     let r = run_sweep(store, args, sweep, seed, json).await?;
     if let Some(path) = &args.svg {
         let chart = super::svg::contention_chart(&r);
@@ -112,21 +129,33 @@ pub async fn run_sweep(
             "--sweep must list worker counts of at least 1, e.g. 1,2,4,8".into(),
         ));
     }
-    let mut runs = Vec::with_capacity(sweep.len());
-    for &w in sweep {
-        if !json {
-            eprintln!("contention sweep: {w} workers");
+    if args.repeat == 0 || args.workers == 0 || args.ops == 0 {
+        return Err(Error::InvalidInput(
+            "--repeat and --ops must be at least 1".into(),
+        ));
+    }
+    let mut runs = Vec::with_capacity(sweep.len() * args.repeat);
+    for rep in 0..args.repeat {
+        for &w in sweep {
+            if !json {
+                eprintln!(
+                    "contention sweep: {w} workers (round {} of {})",
+                    rep + 1,
+                    args.repeat
+                );
+            }
+            let a = ContentionArgs {
+                workers: w,
+                ..args.clone()
+            };
+            runs.push(run(store.clone(), &a, seed.wrapping_add(rep as u64), json).await?);
         }
-        let a = ContentionArgs {
-            workers: w,
-            ..args.clone()
-        };
-        runs.push(run(store.clone(), &a, seed, json).await?);
     }
     Ok(SweepReport {
         scenario: "contention-sweep",
         store: store.describe(),
         ops: args.ops,
+        repeat: args.repeat,
         runs,
     })
 }

@@ -42,11 +42,69 @@ fn nice_max(max: f64) -> (f64, f64) {
     ((max / step).ceil() * step, step)
 }
 
+/// One point of the chart: the medians over a worker count's repetitions.
+struct Point {
+    workers: usize,
+    serial: f64,
+    /// ifmatch, no-jitter, naive (as in [`SERIES`]).
+    ops: [f64; 3],
+    /// Share of the naive mode's acknowledged increments that were lost, all repetitions.
+    naive_lost: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn points(r: &SweepReport) -> Vec<Point> {
+    let mut workers: Vec<usize> = Vec::new();
+    for run in &r.runs {
+        if !workers.contains(&run.workers) {
+            workers.push(run.workers);
+        }
+    }
+    workers
+        .into_iter()
+        .map(|w| {
+            let runs: Vec<_> = r.runs.iter().filter(|x| x.workers == w).collect();
+            let ops = SERIES.map(|(name, _, _)| {
+                median(
+                    runs.iter()
+                        .filter_map(|x| x.modes.get(name).map(|m| m.ops_per_sec))
+                        .collect(),
+                )
+            });
+            let (lost, acked) = runs
+                .iter()
+                .filter_map(|x| x.modes.get("naive"))
+                .fold((0u64, 0u64), |(l, a), m| {
+                    (l + m.lost_updates, a + m.acknowledged)
+                });
+            Point {
+                workers: w,
+                serial: median(runs.iter().map(|x| x.serial_limit_ops_per_sec).collect()),
+                ops,
+                naive_lost: if acked == 0 {
+                    0.0
+                } else {
+                    lost as f64 / acked as f64
+                },
+            }
+        })
+        .collect()
+}
+
 /// Throughput (acknowledged increments per second) against workers, one line
-/// per mode, plus the serial limit measured in each run; naive points are
-/// labelled with the share of acknowledged increments they lost.
+/// per mode, plus the serial limit measured in the same runs (medians over
+/// `--repeat`); naive points are labelled with the share of acknowledged
+/// increments they lost.
 pub fn contention_chart(r: &SweepReport) -> String {
-    let n = r.runs.len();
+    let pts = points(r);
+    let n = pts.len();
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let x = |i: usize| {
@@ -56,15 +114,9 @@ pub fn contention_chart(r: &SweepReport) -> String {
             LEFT + plot_w * i as f64 / (n - 1) as f64
         }
     };
-    let max = r
-        .runs
+    let max = pts
         .iter()
-        .flat_map(|run| {
-            run.modes
-                .values()
-                .map(|m| m.ops_per_sec)
-                .chain([run.serial_limit_ops_per_sec])
-        })
+        .flat_map(|p| p.ops.into_iter().chain([p.serial]))
         .fold(0.0f64, f64::max);
     let (ymax, step) = nice_max(max * 1.05);
     let y = |v: f64| TOP + plot_h * (1.0 - v / ymax);
@@ -82,6 +134,12 @@ pub fn contention_chart(r: &SweepReport) -> String {
         r.ops,
         esc(&r.store)
     );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="38" font-size="11" fill="#555" text-anchor="middle">median of {} run(s) per point; every point measured by ifmatch bench contention --sweep</text>"##,
+        LEFT + plot_w / 2.0,
+        r.repeat
+    );
     // Grid and y ticks.
     let mut v = 0.0;
     while v <= ymax + step / 2.0 {
@@ -97,14 +155,14 @@ pub fn contention_chart(r: &SweepReport) -> String {
         v += step;
     }
     // X ticks.
-    for (i, run) in r.runs.iter().enumerate() {
+    for (i, p) in pts.iter().enumerate() {
         let xx = x(i);
         let _ = writeln!(
             s,
             r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
             TOP + plot_h,
             TOP + plot_h + 18.0,
-            run.workers
+            p.workers
         );
     }
     let _ = writeln!(
@@ -124,32 +182,30 @@ pub fn contention_chart(r: &SweepReport) -> String {
         TOP + plot_h / 2.0
     );
     // Serial limit.
-    let pts: Vec<String> = r
-        .runs
+    let serial: Vec<String> = pts
         .iter()
         .enumerate()
-        .map(|(i, run)| format!("{:.1},{:.1}", x(i), y(run.serial_limit_ops_per_sec)))
+        .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(p.serial)))
         .collect();
     let _ = writeln!(
         s,
         r##"<polyline points="{}" fill="none" stroke="#999" stroke-width="1.5" stroke-dasharray="1,4"/>"##,
-        pts.join(" ")
+        serial.join(" ")
     );
     // The modes.
-    for (name, colour, dash) in SERIES {
-        let pts: Vec<(f64, f64)> = r
-            .runs
+    for (k, (_, colour, dash)) in SERIES.iter().enumerate() {
+        let xy: Vec<(f64, f64)> = pts
             .iter()
             .enumerate()
-            .filter_map(|(i, run)| run.modes.get(name).map(|m| (x(i), y(m.ops_per_sec))))
+            .map(|(i, p)| (x(i), y(p.ops[k])))
             .collect();
-        let line: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let line: Vec<String> = xy.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
         let _ = writeln!(
             s,
             r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2.2" stroke-dasharray="{dash}"/>"#,
             line.join(" ")
         );
-        for (a, b) in &pts {
+        for (a, b) in &xy {
             let _ = writeln!(
                 s,
                 r#"<circle cx="{a:.1}" cy="{b:.1}" r="3.5" fill="{colour}"/>"#
@@ -157,17 +213,15 @@ pub fn contention_chart(r: &SweepReport) -> String {
         }
     }
     // Naive losses, labelled at each point.
-    for (i, run) in r.runs.iter().enumerate() {
-        if let Some(m) = run.modes.get("naive") {
-            if m.acknowledged > 0 && m.lost_updates > 0 {
-                let pct = 100.0 * m.lost_updates as f64 / m.acknowledged as f64;
-                let _ = writeln!(
-                    s,
-                    r##"<text x="{:.1}" y="{:.1}" fill="#d62728" font-size="10" text-anchor="middle">{pct:.0}% lost</text>"##,
-                    x(i),
-                    y(m.ops_per_sec) - 8.0
-                );
-            }
+    for (i, p) in pts.iter().enumerate() {
+        if p.naive_lost > 0.0 {
+            let pct = 100.0 * p.naive_lost;
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" fill="#d62728" font-size="10" text-anchor="middle">{pct:.0}% lost</text>"##,
+                x(i),
+                y(p.ops[2]) - 8.0
+            );
         }
     }
     // Legend.
