@@ -233,8 +233,14 @@ of the incident it comes from side by side in one run (ratios survive a noisy
 machine). Prints a table, or exactly one JSON object on stdout with --json.
 Keys are written under ifmatch-bench/ and removed afterwards.
 
-Example:
-  ifmatch bench contention --workers 8 --ops 50 --store file://./bench-data")]
+Scenarios: contention, tenantdb, idempotency, lease, snapshot, and all (every
+scenario with small defaults, under a minute on file://).
+
+Examples:
+  ifmatch bench contention --workers 8 --ops 50 --store file://./bench-data
+  ifmatch bench contention --sweep 1,2,4,8,16 --svg contention.svg
+  ifmatch bench tenantdb --requests 50 --db-mb 20
+  ifmatch bench all --json --store s3://bucket/bench")]
     Bench(crate::bench::BenchArgs),
 
     /// Serve the store over HTTP with conditional requests (ETag, If-Match).

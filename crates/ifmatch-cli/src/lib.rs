@@ -63,17 +63,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// One JSON object and a newline.
-fn render_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
-    let mut s = serde_json::to_string(value).map_err(|e| {
-        Failure::Store(ifmatch::Error::msg(format!(
-            "cannot render the report: {e}"
-        )))
-    })?;
-    s.push('\n');
-    Ok(s)
-}
-
 fn run_main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -149,16 +138,7 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
         Command::Snapshot(c) => snapshot::run(&store, c).await,
         Command::Db(c) => db::run(&store, c).await,
         Command::Bench(a) => {
-            let text = match &a.scenario {
-                bench::Scenario::Contention(c) => {
-                    let r = bench::contention::run(store, c, a.seed, a.json).await?;
-                    if a.json {
-                        render_json(&r)?
-                    } else {
-                        bench::contention::render(&r)
-                    }
-                }
-            };
+            let text = bench::run(store, a).await?;
             commands::write_stdout(text.as_bytes())
         }
         Command::Serve(a) => serve(store, a).await,

@@ -17,6 +17,7 @@
 //! every increment of one key is one conditional write after another.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +41,151 @@ pub struct ContentionArgs {
     /// Increments per worker.
     #[arg(long, default_value_t = 50)]
     pub ops: usize,
+    /// Run once per worker count in this list (e.g. `1,2,4,8,16`) instead of `--workers`.
+    #[arg(long, value_delimiter = ',', value_name = "W,W,..")]
+    pub sweep: Option<Vec<usize>>,
+    /// With `--sweep`: also write an SVG chart of throughput against workers to this file.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
+    /// With `--sweep`: run the whole sweep this many times (interleaved); the
+    /// chart plots the median of each point, to damp a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+}
+
+impl Default for ContentionArgs {
+    fn default() -> Self {
+        ContentionArgs {
+            workers: 8,
+            ops: 50,
+            sweep: None,
+            svg: None,
+            repeat: 1,
+        }
+    }
+}
+
+/// The report of `--sweep`: one contention report per worker count.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    /// Always `"contention-sweep"`.
+    pub scenario: &'static str,
+    /// The store measured.
+    pub store: String,
+    /// Increments per worker.
+    pub ops: usize,
+    /// How many times the sweep ran.
+    pub repeat: usize,
+    /// One run per worker count and repetition, in the order they ran.
+    pub runs: Vec<ContentionReport>,
+}
+
+/// `ifmatch bench contention`: one run, or a sweep (and its chart); rendered.
+pub async fn run_cli(
+    store: DynStore,
+    args: &ContentionArgs,
+    seed: u64,
+    json: bool,
+) -> Result<String, Error> {
+    let Some(sweep) = &args.sweep else {
+        if args.svg.is_some() {
+            return Err(Error::InvalidInput(
+                "--svg needs --sweep (the chart plots throughput against workers)".into(),
+            ));
+        }
+        let r = run(store, args, seed, json).await?;
+        return super::output(&r, json, render);
+    };
+    if let Some(path) = &args.svg {
+        // Fail before a long sweep, not after it.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(Error::InvalidInput(format!(
+                "--svg {}: the directory does not exist",
+                path.display()
+            )));
+        }
+    }
+    let r = run_sweep(store, args, sweep, seed, json).await?;
+    if let Some(path) = &args.svg {
+        let chart = super::svg::contention_chart(&r);
+        std::fs::write(path, chart).map_err(|e| {
+            Error::other(format!("cannot write the chart to {}", path.display()), e)
+        })?;
+    }
+    super::output(&r, json, render_sweep)
+}
+
+/// Runs the scenario once per worker count in `sweep`.
+pub async fn run_sweep(
+    store: DynStore,
+    args: &ContentionArgs,
+    sweep: &[usize],
+    seed: u64,
+    json: bool,
+) -> Result<SweepReport, Error> {
+    if sweep.is_empty() || sweep.contains(&0) {
+        return Err(Error::InvalidInput(
+            "--sweep must list worker counts of at least 1, e.g. 1,2,4,8".into(),
+        ));
+    }
+    if args.repeat == 0 || args.workers == 0 || args.ops == 0 {
+        return Err(Error::InvalidInput(
+            "--repeat and --ops must be at least 1".into(),
+        ));
+    }
+    let mut runs = Vec::with_capacity(sweep.len() * args.repeat);
+    for rep in 0..args.repeat {
+        for &w in sweep {
+            if !json {
+                eprintln!(
+                    "contention sweep: {w} workers (round {} of {})",
+                    rep + 1,
+                    args.repeat
+                );
+            }
+            let a = ContentionArgs {
+                workers: w,
+                ..args.clone()
+            };
+            runs.push(run(store.clone(), &a, seed.wrapping_add(rep as u64), json).await?);
+        }
+    }
+    Ok(SweepReport {
+        scenario: "contention-sweep",
+        store: store.describe(),
+        ops: args.ops,
+        repeat: args.repeat,
+        runs,
+    })
+}
+
+/// A sweep as one table: throughput and losses per worker count and mode.
+pub fn render_sweep(r: &SweepReport) -> String {
+    let mut out = format!(
+        "contention sweep: N={} increments per worker on {}\n\n",
+        r.ops, r.store
+    );
+    out.push_str(&format!(
+        "{:>7} {:>11} {:>11} {:>11} {:>10} {:>10} {:>12}\n",
+        "workers", "ifmatch/s", "naive/s", "no-jitter/s", "naive lost", "ifm. lost", "serial lim/s"
+    ));
+    for run in &r.runs {
+        let m = |name: &str| run.modes.get(name);
+        let ops = |name: &str| m(name).map(|x| x.ops_per_sec).unwrap_or(0.0);
+        let lost = |name: &str| m(name).map(|x| x.lost_updates).unwrap_or(0);
+        out.push_str(&format!(
+            "{:>7} {:>11.1} {:>11.1} {:>11.1} {:>10} {:>10} {:>12.1}\n",
+            run.workers,
+            ops("ifmatch"),
+            ops("naive"),
+            ops("no-jitter"),
+            lost("naive"),
+            lost("ifmatch"),
+            run.serial_limit_ops_per_sec
+        ));
+    }
+    out
 }
 
 /// One mode's figures.
@@ -127,7 +273,7 @@ pub async fn run(
             "--workers and --ops must be at least 1".into(),
         ));
     }
-    let run_id = format!("{:016x}", SharedRng::from_entropy().next_u64());
+    let run_id = super::run_id();
     let base = format!("ifmatch-bench/contention/{run_id}");
     let serial = serial_limit(&store, &format!("{base}/serial")).await?;
     let total = (args.workers * args.ops * 3) as u64;

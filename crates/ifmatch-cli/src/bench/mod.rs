@@ -6,12 +6,21 @@
 //! survive a noisy, shared machine. `--json` prints exactly one JSON object on
 //! standard output; a progress bar goes to standard error.
 
+pub mod all;
 pub mod contention;
+pub mod idempotency;
+pub mod lease;
+pub mod snapshot;
+pub mod svg;
+pub mod tenantdb;
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use ifmatch::clock::SharedRng;
+use ifmatch::{DynStore, Error};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 /// `ifmatch bench` arguments.
 #[derive(Debug, Args)]
@@ -33,6 +42,86 @@ pub enum Scenario {
     /// W workers x N increments of one key: the update loop against the seed's
     /// HEAD-then-PUT (seed 003) and plain exponential backoff (seed 000).
     Contention(contention::ContentionArgs),
+    /// Seed 003's tests 2.3/3.1/3.2 on a 10-note database: tenant databases
+    /// against the seed's download-when-changed, always-upload design.
+    Tenantdb(tenantdb::TenantDbArgs),
+    /// Seed 004: one message delivered many times, and unique messages, across workers.
+    Idempotency(idempotency::IdempotencyArgs),
+    /// C contenders take a lease in turn; every holder stops renewing.
+    Lease(lease::LeaseArgs),
+    /// P publishers rebuild one snapshot while R readers poll it; against
+    /// seed 001's unguarded read-version-then-put.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Every scenario with small defaults (under a minute on file://).
+    All(all::AllArgs),
+}
+
+/// Runs the chosen scenario and renders its report (a table, or one JSON line).
+pub async fn run(store: DynStore, args: &BenchArgs) -> Result<String, Error> {
+    let (json, seed) = (args.json, args.seed);
+    match &args.scenario {
+        Scenario::Contention(c) => contention::run_cli(store, c, seed, json).await,
+        Scenario::Tenantdb(a) => {
+            let r = tenantdb::run(store, a, json).await?;
+            output(&r, json, tenantdb::render)
+        }
+        Scenario::Idempotency(a) => {
+            let r = idempotency::run(store, a, json).await?;
+            output(&r, json, idempotency::render)
+        }
+        Scenario::Lease(a) => {
+            let r = lease::run(store, a, seed, json).await?;
+            output(&r, json, lease::render)
+        }
+        Scenario::Snapshot(a) => {
+            let r = snapshot::run(store, a, seed, json).await?;
+            output(&r, json, snapshot::render)
+        }
+        Scenario::All(a) => {
+            let r = all::run(store, a, seed, json).await?;
+            output(&r, json, all::render)
+        }
+    }
+}
+
+/// The report as one JSON line, or as the table `render` makes of it.
+pub(crate) fn output<T: Serialize>(
+    r: &T,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Result<String, Error> {
+    if json { to_json_line(r) } else { Ok(render(r)) }
+}
+
+/// One JSON object and a newline.
+pub(crate) fn to_json_line<T: Serialize>(r: &T) -> Result<String, Error> {
+    let mut s = serde_json::to_string(r)
+        .map_err(|e| Error::msg(format!("cannot render the report: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// A fresh, random run id, so runs never share keys.
+pub(crate) fn run_id() -> String {
+    format!("{:016x}", SharedRng::from_entropy().next_u64())
+}
+
+/// Deletes every key under `prefix` (best effort: a benchmark's leftovers).
+pub(crate) async fn cleanup(store: &DynStore, prefix: &str) {
+    if let Ok(entries) = ifmatch::store::list_all(&**store, prefix).await {
+        for e in entries {
+            let _ = store.delete(&e.key, ifmatch::store::Condition::Any).await;
+        }
+    }
+}
+
+/// A usage error unless `ok`.
+pub(crate) fn require(ok: bool, message: &str) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(message.to_string()))
+    }
 }
 
 /// A progress bar on standard error (hidden when it is not a terminal or with `--json`).
@@ -66,4 +155,9 @@ pub(crate) fn ms(d: Duration) -> f64 {
 /// Rounds to two decimals for readable JSON.
 pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// `a / b`, rounded to two decimals, or 0 when `b` is 0.
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { round2(a / b) }
 }
