@@ -67,7 +67,7 @@ pub struct StatementResultBody {
     /// Rows of JSON values (blobs as `{"blob": "<hex>"}`).
     #[schema(value_type = Vec<Vec<Object>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
-    /// Rows changed (0 for reads).
+    /// Rows inserted, updated or deleted by the statement (and its triggers).
     pub changes: u64,
 }
 

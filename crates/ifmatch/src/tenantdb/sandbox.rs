@@ -147,7 +147,7 @@ pub struct StatementResult {
     pub columns: Vec<String>,
     /// The rows, as JSON values (see the module docs).
     pub rows: Vec<Vec<Value>>,
-    /// Rows inserted, updated or deleted (0 for read-only statements).
+    /// Rows inserted, updated or deleted by the statement (and its triggers).
     pub changes: u64,
 }
 
@@ -459,7 +459,7 @@ pub(crate) fn run_batch(
         let mut stmt = conn.prepare(&st.sql).map_err(|e| hooks.explain(e, sb))?;
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
         let width = columns.len();
-        let read_only = stmt.readonly();
+        let before = conn.total_changes();
         let mut rows = Vec::new();
         {
             let mut q = stmt
@@ -484,7 +484,9 @@ pub(crate) fn run_batch(
                 rows.push(out);
             }
         }
-        let changes = if read_only { 0 } else { conn.changes() };
+        // Not `changes()`: that keeps the count of the last INSERT, UPDATE or
+        // DELETE across DDL statements.
+        let changes = conn.total_changes() - before;
         results.push(StatementResult {
             columns,
             rows,
@@ -627,6 +629,15 @@ mod tests {
             ]
         );
         assert_eq!(r[0].changes, 3);
+        // DDL after DML reports no changes of its own.
+        let ddl = run_batch(
+            &c,
+            &[SqlStatement::new("CREATE INDEX ta ON t(a)")],
+            &Sandbox::default(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(ddl[0].changes, 0);
         let bad = SqlStatement::new("SELECT ?").with_params(vec![serde_json::json!([1])]);
         assert!(matches!(
             run_batch(
