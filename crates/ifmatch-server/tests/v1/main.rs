@@ -129,3 +129,23 @@ pub async fn json(r: Response) -> (u16, Value) {
     };
     (status, body)
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_new_routes() {
+    let s = Server::start(|_| {}).await;
+    let (st, doc) = json(s.anon(Method::GET, "/openapi.json").send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    for path in [
+        "/v1/leases/{name}",
+        "/v1/idempotency/{key}",
+        "/v1/users",
+        "/v1/sessions",
+        "/v1/me",
+        "/v1/db",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert!(doc["paths"]["/v1/leases/{name}"].get("delete").is_some());
+    assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
+    s.shutdown().await;
+}
