@@ -243,16 +243,22 @@ Examples:
   ifmatch bench all --json --store s3://bucket/bench")]
     Bench(crate::bench::BenchArgs),
 
-    /// Serve the store over HTTP with conditional requests (ETag, If-Match).
+    /// Serve the store over HTTP: objects with ETags, leases, idempotency, accounts, tenant SQL.
     #[command(long_about = "\
 Serve the store given with --store over HTTP: GET/HEAD/PUT/PATCH/DELETE of
 /v1/objects/KEY with strong ETags and RFC 9110 preconditions (If-Match,
-If-None-Match), plus /healthz, /metrics (Prometheus) and /openapi.json.
+If-None-Match); leases (/v1/leases/NAME), idempotency keys
+(/v1/idempotency/KEY), accounts and sessions (/v1/users, /v1/sessions,
+/v1/me) and per-user SQL databases (POST /v1/db); plus /healthz, /metrics
+(Prometheus) and /openapi.json.
 
-Every /v1 request must send 'Authorization: Bearer KEY' with the operator key
-(--api-key or IFMATCH_API_KEY). Without an operator key the server only
-listens on a loopback address. SIGTERM or ctrl-c stops accepting connections
-and finishes the requests in flight.
+Every /v1 request sends 'Authorization: Bearer TOKEN': the operator key
+(--api-key or IFMATCH_API_KEY) or a session token from POST /v1/sessions.
+Users reach their own SQL database; objects, leases and idempotency keys are
+the operator's unless --user-prefixes lets users use users/NAME/... .
+Only the operator registers users unless --open-registration. Without an
+operator key the server only listens on a loopback address. SIGTERM or
+ctrl-c stops accepting connections and finishes the requests in flight.
 
 Example:
   IFMATCH_API_KEY=s3cret ifmatch serve --listen 0.0.0.0:8080 --store s3://bucket/app")]
@@ -286,6 +292,30 @@ pub struct ServeArgs {
     /// The longest a request may take, in seconds (504 beyond).
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
+
+    /// Let anyone register a user (POST /v1/users without credentials); by default only the operator may.
+    #[arg(long)]
+    pub open_registration: bool,
+
+    /// Let session users use objects, leases and idempotency keys under users/USERNAME/ (otherwise those are operator-only).
+    #[arg(long)]
+    pub user_prefixes: bool,
+
+    /// How long a session token from POST /v1/sessions is accepted, in seconds.
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl: u64,
+
+    /// The local cache directory of tenant databases (default: a directory under the system's temporary directory, removed on exit).
+    #[arg(long, value_name = "DIR")]
+    pub db_cache: Option<PathBuf>,
+
+    /// The longest a POST /v1/db batch may run, in milliseconds (422 beyond).
+    #[arg(long, default_value_t = 5_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sql_time_limit: u64,
+
+    /// The most rows a POST /v1/db batch may return (422 beyond).
+    #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
+    pub sql_max_rows: usize,
 }
 
 /// Arguments of `get`.

@@ -147,12 +147,30 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
 
 /// `ifmatch serve`: the HTTP server on the opened store, until SIGTERM or ctrl-c.
 async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failure> {
+    // Without --db-cache, a private directory that goes away with the server.
+    let (db_cache, temporary) = match &a.db_cache {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("ifmatch-serve-db-{}", std::process::id())),
+            true,
+        ),
+    };
+    let defaults = ifmatch_server::ServerConfig::default();
     let config = ifmatch_server::ServerConfig {
         api_key: a.api_key.clone(),
         require_preconditions: a.require_preconditions,
         body_limit: a.body_limit,
         request_timeout: std::time::Duration::from_secs(a.request_timeout),
-        ..ifmatch_server::ServerConfig::default()
+        open_registration: a.open_registration,
+        user_prefixes: a.user_prefixes,
+        session_ttl: std::time::Duration::from_secs(a.session_ttl),
+        db_cache_dir: Some(db_cache.clone()),
+        sandbox: ifmatch::tenantdb::Sandbox {
+            time_limit: std::time::Duration::from_millis(a.sql_time_limit),
+            max_rows: a.sql_max_rows,
+            ..defaults.sandbox.clone()
+        },
+        ..defaults
     };
     let server_failure = |e: ifmatch_server::ServerError| match e {
         ifmatch_server::ServerError::Bind { source, .. }
@@ -160,17 +178,24 @@ async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failu
         other => Failure::Usage(other.to_string()),
     };
     let state = ifmatch_server::AppState::new(store, config.clone()).map_err(server_failure)?;
-    let listener = ifmatch_server::bind(a.listen, &config)
-        .await
-        .map_err(server_failure)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::io("server address", e))?;
-    eprintln!(
-        "ifmatch: serving {} on http://{addr}",
-        state.store().describe()
-    );
-    ifmatch_server::serve(listener, state, ifmatch_server::shutdown_signal())
-        .await
-        .map_err(server_failure)
+    let result = async {
+        let listener = ifmatch_server::bind(a.listen, &config)
+            .await
+            .map_err(server_failure)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::io("server address", e))?;
+        eprintln!(
+            "ifmatch: serving {} on http://{addr}",
+            state.store().describe()
+        );
+        ifmatch_server::serve(listener, state, ifmatch_server::shutdown_signal())
+            .await
+            .map_err(server_failure)
+    }
+    .await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&db_cache);
+    }
+    result
 }

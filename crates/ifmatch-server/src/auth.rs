@@ -1,13 +1,19 @@
-//! The operator key: `Authorization: Bearer <key>` on every `/v1` route.
+//! Authentication: `Authorization: Bearer <operator key or session token>` on `/v1` routes.
 //!
-//! The key is kept only as its SHA-256 digest, and a presented key is hashed
+//! [`authenticate`] resolves the credential into a [`Principal`] (the
+//! operator, or a user with a live session from [`crate::sessions`]); the
+//! [`Caller`] extractor answers 401 where a route needs one, and
+//! [`Caller::check_scope`] keeps users to their own prefix.
+//!
+//! The operator key is kept only as its SHA-256 digest, and a presented key is hashed
 //! and compared in constant time ([`subtle`]), so neither the contents nor the
 //! length of the key leak through response timing.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
+use http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -38,31 +44,143 @@ impl OperatorKey {
 
     /// Whether an `Authorization` header value carries the key as a bearer token.
     pub fn verify_header(&self, value: &[u8]) -> bool {
-        let Some(space) = value.iter().position(|b| *b == b' ') else {
-            return false;
-        };
-        let (scheme, rest) = value.split_at(space);
-        let token = rest.trim_ascii();
-        scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty() && self.verify(token)
+        bearer_token(value).is_some_and(|t| self.verify(t.as_bytes()))
     }
 }
 
-/// Middleware: 401 unless the request presents the operator key (when the server has one).
-pub async fn require_operator_key(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(key) = state.operator_key() {
-        let ok = req
-            .headers()
-            .get(AUTHORIZATION)
-            .is_some_and(|v| key.verify_header(v.as_bytes()));
-        if !ok {
-            return ApiError::Unauthorized.into_response();
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator: presented the operator key (or the server has none).
+    Operator,
+    /// A user with a live session.
+    User(String),
+}
+
+/// What the authentication middleware found, kept in the request's extensions.
+#[derive(Debug, Clone)]
+enum Credential {
+    /// No `Authorization` header (and the server has an operator key).
+    Missing,
+    /// A valid operator key or session token.
+    Valid(Principal),
+    /// A bearer token that is neither the operator key nor a live session.
+    Invalid,
+}
+
+/// The bearer token of an `Authorization` header value.
+pub fn bearer_token(value: &[u8]) -> Option<&str> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    let token = std::str::from_utf8(rest.trim_ascii()).ok()?;
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Middleware on every `/v1` route: resolves the credential (operator key or
+/// session token) into a [`Principal`] for the handlers' extractors. It
+/// refuses nothing itself: [`Caller`] answers 401 where a caller is needed.
+///
+/// Without an operator key, a request without credentials is the operator
+/// (the server then listens on loopback only, see [`crate::bind`]), and a
+/// bearer token that does not look like a session token is ignored.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let key = state.operator_key();
+    let credential = match header.as_deref().map(bearer_token) {
+        None if key.is_none() => Credential::Valid(Principal::Operator),
+        None => Credential::Missing,
+        Some(None) => Credential::Invalid,
+        Some(Some(token)) => {
+            if key.is_some_and(|k| k.verify(token.as_bytes())) {
+                Credential::Valid(Principal::Operator)
+            } else if crate::sessions::looks_like_token(token) {
+                match state.sessions().lookup(token).await {
+                    Ok(Some(s)) => Credential::Valid(Principal::User(s.username)),
+                    Ok(None) => Credential::Invalid,
+                    Err(e) => return ApiError::from_store(e, false).into_response(),
+                }
+            } else if key.is_none() {
+                Credential::Valid(Principal::Operator)
+            } else {
+                Credential::Invalid
+            }
+        }
+    };
+    req.extensions_mut().insert(credential);
+    next.run(req).await
+}
+
+/// The authenticated caller of a `/v1` route (401 without valid credentials).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Credential>() {
+            Some(Credential::Valid(p)) => Ok(Caller(p.clone())),
+            _ => Err(ApiError::Unauthorized),
         }
     }
-    next.run(req).await
+}
+
+/// The caller if it sent credentials (`None` without any; 401 for wrong ones).
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Credential>() {
+            Some(Credential::Valid(p)) => Ok(MaybeCaller(Some(p.clone()))),
+            Some(Credential::Missing) | None => Ok(MaybeCaller(None)),
+            Some(Credential::Invalid) => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+impl Caller {
+    /// Refuses (403) a user outside their scope: objects, leases and
+    /// idempotency keys are operator scope, except `users/<username>/...` for
+    /// a user when the server has per-user prefixes.
+    pub fn check_scope(&self, state: &AppState, what: &str, key: &str) -> Result<(), ApiError> {
+        let Principal::User(user) = &self.0 else {
+            return Ok(());
+        };
+        if !state.config().user_prefixes {
+            return Err(ApiError::Forbidden(format!(
+                "{what}s are operator scope on this server (it has no per-user prefixes)"
+            )));
+        }
+        let prefix = user_prefix(user);
+        if key.starts_with(&prefix) && key.len() > prefix.len() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{what} '{key}' is outside your scope: use names under '{prefix}'"
+            )))
+        }
+    }
+
+    /// Refuses (403) anyone but the operator.
+    pub fn require_operator(&self, what: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Principal::Operator => Ok(()),
+            Principal::User(_) => Err(ApiError::Forbidden(format!(
+                "{what} needs the operator key"
+            ))),
+        }
+    }
+}
+
+/// The key prefix of a user's own objects, leases and idempotency keys.
+pub fn user_prefix(username: &str) -> String {
+    format!("users/{username}/")
 }
 
 #[cfg(test)]

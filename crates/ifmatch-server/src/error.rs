@@ -12,7 +12,18 @@
 //! | `precondition_required` | 428 | `--require-preconditions` and a PUT/DELETE of an existing key without one |
 //! | `not_found` | 404 | the key does not exist, or no route serves the path |
 //! | `bad_request` | 400 | a malformed header, key, metadata or patch document |
-//! | `unauthorized` | 401 | a missing or wrong operator key |
+//! | `unauthorized` | 401 | missing, wrong or expired credentials (operator key or session token) |
+//! | `invalid_credentials` | 401 | a login with a wrong username or password |
+//! | `forbidden` | 403 | a session user outside their scope, or an operator-only route |
+//! | `lease_held` | 409 | another owner holds the lease (with `holder` and `expires_in_ms`) |
+//! | `not_owner` | 409 | renew or release by an owner that does not hold the lease |
+//! | `in_progress` | 409 | an idempotency key claimed by another request, still running |
+//! | `not_claim_holder` | 409 | complete or abandon with a claim id that does not hold the key |
+//! | `payload_mismatch` | 422 | an idempotency key reused for a different payload |
+//! | `user_exists` | 409 | registration of a taken username |
+//! | `sql_error` | 400 | SQLite refused a statement (syntax, constraint, unknown table) |
+//! | `sql_denied` | 403 | a statement the SQL sandbox refuses (ATTACH, VACUUM, file pragmas, load_extension) |
+//! | `limit_exceeded` | 422 | a SQL batch over its time, row, size or statement limit |
 //! | `payload_too_large` | 413 | the body is larger than the limit |
 //! | `unsupported_media_type` | 415 | a PATCH that is neither merge-patch nor json-patch |
 //! | `patch_failed` | 422 | a patch that cannot be applied (a failed `test`, a missing path) |
@@ -40,10 +51,16 @@ pub struct ErrorBody {
     pub error: &'static str,
     /// A human-readable explanation.
     pub message: String,
-    /// The key concerned, if any.
+    /// The key concerned, if any (an object key, lease name, idempotency key or tenant).
     pub key: Option<String>,
     /// The key's current strong ETag, when known (on conflicts).
     pub current_etag: Option<String>,
+    /// `lease_held` / `not_owner`: the current holder's fingerprint (not its owner id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// `lease_held`: milliseconds until the holder's lease expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
 
 /// An error answered to an HTTP client.
@@ -89,9 +106,38 @@ pub enum ApiError {
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
-    /// Missing or wrong operator key (401).
-    #[error("missing or wrong operator key: send 'Authorization: Bearer <key>'")]
+    /// Missing or wrong credentials (401).
+    #[error(
+        "missing, wrong or expired credentials: send 'Authorization: Bearer <operator key or session token>'"
+    )]
     Unauthorized,
+    /// Authenticated, but not allowed to do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A lease is held by another owner (409).
+    #[error("lease '{name}' is held by {holder} (token {token}); it expires in {expires_in_ms} ms")]
+    LeaseHeld {
+        /// The lease name.
+        name: String,
+        /// The holder's fingerprint.
+        holder: String,
+        /// The holder's fencing token.
+        token: u64,
+        /// Milliseconds until it expires.
+        expires_in_ms: u64,
+    },
+    /// Any other refusal, with its own status and kind.
+    #[error("{message}")]
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// The machine-readable kind.
+        kind: &'static str,
+        /// What happened.
+        message: String,
+        /// The key concerned, if any.
+        key: Option<String>,
+    },
     /// The body exceeds the limit (413).
     #[error("request body larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -231,6 +277,13 @@ impl ApiError {
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, None),
+            ApiError::LeaseHeld { name, .. } => {
+                (StatusCode::CONFLICT, "lease_held", Some(name), None)
+            }
+            ApiError::Refused {
+                status, kind, key, ..
+            } => (*status, *kind, key.as_deref(), None),
             ApiError::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -274,8 +327,31 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A refusal with its own status and kind.
+    pub fn refused(
+        status: StatusCode,
+        kind: &'static str,
+        message: impl Into<String>,
+        key: Option<&str>,
+    ) -> Self {
+        ApiError::Refused {
+            status,
+            kind,
+            message: message.into(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// A library error by its kind: status, kind string and message.
+    pub fn from_kind(kind: ifmatch::ErrorKind, message: String, key: Option<&str>) -> Self {
+        let (status, k) = status_of(kind);
+        ApiError::refused(status, k, message, key)
+    }
+}
+
 /// The status and kind string of a library error kind.
-fn status_of(kind: ifmatch::ErrorKind) -> (StatusCode, &'static str) {
+pub(crate) fn status_of(kind: ifmatch::ErrorKind) -> (StatusCode, &'static str) {
     use ifmatch::ErrorKind as K;
     match kind {
         K::Conflict => (StatusCode::CONFLICT, "conflict"),
@@ -306,11 +382,21 @@ pub enum Abort {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, key, current) = self.parts();
+        let (holder, expires_in_ms) = match &self {
+            ApiError::LeaseHeld {
+                holder,
+                expires_in_ms,
+                ..
+            } => (Some(holder.clone()), Some(*expires_in_ms)),
+            _ => (None, None),
+        };
         let body = ErrorBody {
             error: kind,
             message: self.to_string(),
             key: key.map(str::to_string),
             current_etag: current.map(etag_for),
+            holder,
+            expires_in_ms,
         };
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = kind, message = %body.message, "request failed");
@@ -325,5 +411,123 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+impl From<ifmatch::lease::LeaseError> for ApiError {
+    fn from(e: ifmatch::lease::LeaseError) -> Self {
+        use ifmatch::lease::LeaseError as L;
+        match e {
+            // The library's messages name owner ids, which are the proof of
+            // ownership here: answer with fingerprints instead.
+            L::Held {
+                name,
+                holder,
+                token,
+                expires_in,
+                ..
+            } => ApiError::LeaseHeld {
+                name,
+                holder: crate::leases::fingerprint(&holder),
+                token,
+                expires_in_ms: expires_in.as_millis() as u64,
+            },
+            L::NotOwner { name, holder, .. } => {
+                let now = match holder {
+                    Some(h) => format!("it is held by {}", crate::leases::fingerprint(&h)),
+                    None => "it is not held (released or expired)".to_string(),
+                };
+                ApiError::refused(
+                    StatusCode::CONFLICT,
+                    "not_owner",
+                    format!("lease '{name}' is not held by this owner: {now}"),
+                    Some(&name),
+                )
+            }
+            L::Invalid(m) => ApiError::BadRequest(m),
+            other => {
+                let kind = other.kind();
+                ApiError::from_kind(kind, other.to_string(), None)
+            }
+        }
+    }
+}
+
+impl From<ifmatch::idempotency::IdempotencyError<std::convert::Infallible>> for ApiError {
+    fn from(e: ifmatch::idempotency::IdempotencyError<std::convert::Infallible>) -> Self {
+        use ifmatch::idempotency::IdempotencyError as I;
+        let message = e.to_string();
+        match e {
+            I::InProgress { key, .. } => {
+                ApiError::refused(StatusCode::CONFLICT, "in_progress", message, Some(&key))
+            }
+            I::PayloadMismatch { key, .. } => ApiError::refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "payload_mismatch",
+                message,
+                Some(&key),
+            ),
+            I::NotClaimed { key, .. } => ApiError::refused(
+                StatusCode::CONFLICT,
+                "not_claim_holder",
+                message,
+                Some(&key),
+            ),
+            I::NotSaved { key, .. } => ApiError::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message,
+                Some(&key),
+            ),
+            I::Invalid(m) => ApiError::BadRequest(m),
+            other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+impl From<ifmatch::accounts::AccountsError> for ApiError {
+    fn from(e: ifmatch::accounts::AccountsError) -> Self {
+        use ifmatch::accounts::AccountsError as A;
+        let message = e.to_string();
+        match e {
+            A::InvalidCredentials => ApiError::refused(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong username or password",
+                None,
+            ),
+            A::UserAlreadyExists { username } => ApiError::refused(
+                StatusCode::CONFLICT,
+                "user_exists",
+                message,
+                Some(&username),
+            ),
+            other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+impl From<ifmatch::tenantdb::TenantDbError> for ApiError {
+    fn from(e: ifmatch::tenantdb::TenantDbError) -> Self {
+        use ifmatch::tenantdb::TenantDbError as T;
+        let message = e.to_string();
+        match e {
+            T::Sql { .. } | T::InvalidInput(_) => {
+                ApiError::refused(StatusCode::BAD_REQUEST, "sql_error", message, None)
+            }
+            T::Denied { .. } => {
+                ApiError::refused(StatusCode::FORBIDDEN, "sql_denied", message, None)
+            }
+            T::LimitExceeded { .. } => ApiError::refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "limit_exceeded",
+                message,
+                None,
+            ),
+            T::Conflict { tenant, .. } => {
+                ApiError::refused(StatusCode::CONFLICT, "conflict", message, Some(&tenant))
+            }
+            other => ApiError::from_kind(other.kind(), message, None),
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! so [`run`] refuses to start without an operator key. Configuration comes
 //! from the environment in [`config_from_env`]: `IFMATCH_STORE` (the store URL),
 //! `IFMATCH_API_KEY` (the operator key) and, optionally,
-//! `IFMATCH_REQUIRE_PRECONDITIONS=1`.
+//! `IFMATCH_REQUIRE_PRECONDITIONS=1`, `IFMATCH_OPEN_REGISTRATION=1`,
+//! `IFMATCH_USER_PREFIXES=1` and `IFMATCH_DB_CACHE` (the tenant database
+//! cache directory; default `/tmp/ifmatch-db-cache`, Lambda's writable disk).
 
 use ifmatch::DynStore;
 
@@ -33,13 +35,20 @@ pub enum LambdaError {
 
 /// The server configuration from the environment (see the module docs).
 pub fn config_from_env() -> ServerConfig {
-    let require = std::env::var("IFMATCH_REQUIRE_PRECONDITIONS")
-        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    let flag =
+        |name: &str| std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    let db_cache = std::env::var("IFMATCH_DB_CACHE")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/tmp/ifmatch-db-cache".to_string());
     ServerConfig {
         api_key: std::env::var("IFMATCH_API_KEY")
             .ok()
             .filter(|k| !k.is_empty()),
-        require_preconditions: require,
+        require_preconditions: flag("IFMATCH_REQUIRE_PRECONDITIONS"),
+        open_registration: flag("IFMATCH_OPEN_REGISTRATION"),
+        user_prefixes: flag("IFMATCH_USER_PREFIXES"),
+        db_cache_dir: Some(db_cache.into()),
         ..ServerConfig::default()
     }
 }

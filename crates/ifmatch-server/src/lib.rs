@@ -7,7 +7,8 @@
 //!
 //! The interface is thin: a handler parses the request, calls one function of
 //! [`objects`] (which maps preconditions onto the store's conditional writes
-//! and the update loop) and renders the answer.
+//! and the update loop) or of a library primitive (leases, idempotency,
+//! accounts, tenant databases) and renders the answer.
 //!
 //! ## Routes
 //!
@@ -17,13 +18,24 @@
 //! | PUT | `/v1/objects/{key}` | write; 201 (created) or 200 (updated) with the new `ETag` |
 //! | PATCH | `/v1/objects/{key}` | merge-patch or JSON patch; 200 with the new value and `ETag` |
 //! | DELETE | `/v1/objects/{key}` | delete; 204 |
+//! | POST, PUT, DELETE | `/v1/leases/{name}` | acquire, renew, release ([`routes::leases`]) |
+//! | POST, PUT, DELETE | `/v1/idempotency/{key}` | claim, complete, abandon ([`routes::idempotency`]) |
+//! | POST | `/v1/users` | register ([`routes::accounts`]) |
+//! | POST, DELETE | `/v1/sessions` | login, logout |
+//! | GET | `/v1/me` | who the credentials belong to |
+//! | POST | `/v1/db` | a SQL batch on the caller's tenant database ([`routes::db`]) |
 //! | GET | `/healthz` | liveness |
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/openapi.json` | the OpenAPI document of these routes |
 //!
-//! Every `/v1` route requires `Authorization: Bearer <operator key>` when the
-//! server has one ([`ServerConfig::api_key`]); without one it only listens on
-//! a loopback address ([`bind`]). Errors are JSON ([`error`]).
+//! Every `/v1` route takes `Authorization: Bearer <operator key or session
+//! token>` ([`auth`]): the operator key ([`ServerConfig::api_key`]; without
+//! one the server only listens on a loopback address, see [`bind`]), or a
+//! session token from `POST /v1/sessions` ([`sessions`]). A user reaches their
+//! own tenant database; objects, leases and idempotency keys are operator
+//! scope unless [`ServerConfig::user_prefixes`] lets users use
+//! `users/<username>/...`. Registration is operator-only unless
+//! [`ServerConfig::open_registration`]. Errors are JSON ([`error`]).
 //!
 //! With the `lambda` feature, [`lambda::run`] serves the same router as an
 //! AWS Lambda function behind API Gateway (HTTP API, payload v2).
@@ -34,21 +46,29 @@ pub mod auth;
 pub mod error;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod leases;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod precondition;
 pub mod routes;
+pub mod sessions;
 pub mod telemetry;
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ifmatch::DynStore;
+use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
+use ifmatch::clock::{DynClock, SystemClock};
+use ifmatch::idempotency::Idempotency;
+use ifmatch::lease::Leases;
 use ifmatch::retry::RetryPolicy;
+use ifmatch::tenantdb::{Sandbox, TenantDbs, TenantDbsConfig};
 use tokio::net::TcpListener;
 
 pub use routes::router;
@@ -73,7 +93,26 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// The retry budget of the update loop behind PATCH without `If-Match`.
     pub retry: RetryPolicy,
+    /// Whether anyone may register (`POST /v1/users` without credentials);
+    /// otherwise only the operator may.
+    pub open_registration: bool,
+    /// Whether session users may use objects, leases and idempotency keys
+    /// under `users/<username>/` (otherwise those are operator scope only).
+    pub user_prefixes: bool,
+    /// How long a session token is accepted after login.
+    pub session_ttl: Duration,
+    /// The argon2id parameters of new password hashes.
+    pub hash_params: HashParams,
+    /// The local cache directory of tenant databases (`None`: `/v1/db` answers 501).
+    pub db_cache_dir: Option<PathBuf>,
+    /// The limits of a `/v1/db` batch.
+    pub sandbox: Sandbox,
+    /// The clock of sessions, leases, idempotency and accounts.
+    pub clock: DynClock,
 }
+
+/// The default lifetime of a session token: 24 hours.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -88,6 +127,13 @@ impl Default for ServerConfig {
                 .with_max_attempts(64)
                 .with_delays(Duration::from_millis(2), Duration::from_millis(250))
                 .with_deadline(Some(Duration::from_secs(20))),
+            open_registration: false,
+            user_prefixes: false,
+            session_ttl: DEFAULT_SESSION_TTL,
+            hash_params: HashParams::OWASP,
+            db_cache_dir: None,
+            sandbox: Sandbox::default(),
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -99,6 +145,11 @@ impl fmt::Debug for ServerConfig {
             .field("require_preconditions", &self.require_preconditions)
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
+            .field("open_registration", &self.open_registration)
+            .field("user_prefixes", &self.user_prefixes)
+            .field("session_ttl", &self.session_ttl)
+            .field("db_cache_dir", &self.db_cache_dir)
+            .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +176,14 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// A primitive could not be set up (the tenant database cache, the hash parameters).
+    #[error("cannot set up {what}: {message}")]
+    Setup {
+        /// What.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 /// What every handler shares: the store and the configuration.
@@ -138,6 +197,11 @@ struct Inner {
     store: DynStore,
     config: ServerConfig,
     key: Option<auth::OperatorKey>,
+    leases: Leases,
+    idempotency: Idempotency,
+    accounts: Accounts,
+    sessions: sessions::Sessions,
+    dbs: Option<TenantDbs>,
 }
 
 impl AppState {
@@ -148,9 +212,67 @@ impl AppState {
             Some(k) => Some(auth::OperatorKey::new(k)),
             None => None,
         };
+        let clock = config.clock.clone();
+        let leases = Leases::new(store.clone())
+            .with_clock(clock.clone())
+            .with_holder_name("http");
+        let idempotency = Idempotency::new(store.clone()).with_clock(clock.clone());
+        let accounts = Accounts::new(
+            store.clone(),
+            AccountsConfig::default()
+                .with_hash_params(config.hash_params)
+                .with_clock(clock.clone()),
+        )
+        .map_err(|e| ServerError::Setup {
+            what: "accounts",
+            message: e.to_string(),
+        })?;
+        let sessions = sessions::Sessions::new(store.clone(), config.session_ttl, clock.clone());
+        let dbs = match &config.db_cache_dir {
+            Some(dir) => Some(
+                TenantDbs::open(
+                    store.clone(),
+                    TenantDbsConfig::new(dir).with_clock(clock.clone()),
+                )
+                .map_err(|e| ServerError::Setup {
+                    what: "tenant databases",
+                    message: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
         Ok(AppState {
-            inner: Arc::new(Inner { store, config, key }),
+            inner: Arc::new(Inner {
+                store,
+                config,
+                key,
+                leases,
+                idempotency,
+                accounts,
+                sessions,
+                dbs,
+            }),
         })
+    }
+    /// The leases.
+    pub fn leases(&self) -> &Leases {
+        &self.inner.leases
+    }
+    /// The idempotency records.
+    pub fn idempotency(&self) -> &Idempotency {
+        &self.inner.idempotency
+    }
+    /// The user accounts.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+    /// The login sessions.
+    pub fn sessions(&self) -> &sessions::Sessions {
+        &self.inner.sessions
+    }
+    /// The tenant databases (`None` without a cache directory).
+    pub fn tenant_dbs(&self) -> Option<&TenantDbs> {
+        self.inner.dbs.as_ref()
     }
     /// The store.
     pub fn store(&self) -> &DynStore {

@@ -144,6 +144,57 @@ impl<T> Outcome<T> {
     }
 }
 
+/// What [`Idempotency::claim`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The key is now claimed by this caller: do the work, then complete or abandon.
+    Claimed(ClaimTicket),
+    /// An earlier claim completed; here is its stored result.
+    Completed(Value),
+}
+
+/// A claim held by the caller of [`Idempotency::claim`]. Its claim id is the
+/// proof of the claim that [`Idempotency::complete`] and [`Idempotency::abandon`] ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimTicket {
+    key: String,
+    claim_id: String,
+    expires_at: SystemTime,
+    version: Version,
+}
+
+impl ClaimTicket {
+    /// The idempotency key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The claim id (random, unique per claim): keep it to complete or abandon.
+    pub fn claim_id(&self) -> &str {
+        &self.claim_id
+    }
+    /// When the claim goes stale and another caller may take it over.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+    /// The version of the claim's record.
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+}
+
+fn not_claimed<E>(key: &str, claim_id: &str, rec: &Record) -> IdempotencyError<E> {
+    let found = if rec.claim_id == claim_id {
+        format!("this claim already {}", rec.status)
+    } else {
+        format!("{} by another claim", rec.status)
+    };
+    IdempotencyError::NotClaimed {
+        key: key.to_string(),
+        claim_id: claim_id.to_string(),
+        found,
+    }
+}
+
 /// What an idempotency record says, as [`Idempotency::inspect`] reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordInfo {
@@ -208,6 +259,16 @@ pub enum IdempotencyError<E> {
         #[source]
         source: E,
     },
+    /// Complete or abandon named a claim that does not hold the key.
+    #[error("idempotency key '{key}' is not held by claim {claim_id}: found {found}")]
+    NotClaimed {
+        /// The key.
+        key: String,
+        /// The claim id given.
+        claim_id: String,
+        /// What the record holds instead.
+        found: String,
+    },
     /// The handler ran, but its result could not be stored (claim taken over, or store failure).
     #[error("handler for idempotency key '{key}' ran but its result was not stored: {reason}")]
     NotSaved {
@@ -244,9 +305,9 @@ impl<E> IdempotencyError<E> {
     /// The classification, for exit codes and HTTP statuses (a handler failure is `Other`).
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            IdempotencyError::InProgress { .. } | IdempotencyError::PayloadMismatch { .. } => {
-                crate::ErrorKind::Conflict
-            }
+            IdempotencyError::InProgress { .. }
+            | IdempotencyError::PayloadMismatch { .. }
+            | IdempotencyError::NotClaimed { .. } => crate::ErrorKind::Conflict,
             IdempotencyError::Invalid(_) => crate::ErrorKind::Invalid,
             IdempotencyError::Store { source, .. } => source.kind(),
             _ => crate::ErrorKind::Other,
@@ -478,6 +539,9 @@ impl Idempotency {
     ///
     /// `payload` is the request the key stands for; its hash is stored with
     /// the claim so a reuse of the key for another payload is caught.
+    ///
+    /// It is [`Idempotency::claim`], the handler, then [`Idempotency::complete`]
+    /// (or [`Idempotency::abandon`] if the handler fails), in one call.
     pub async fn run<P, T, E, F, Fut>(
         &self,
         key: &str,
@@ -490,18 +554,179 @@ impl Idempotency {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        crate::key::validate_key(&self.record_key(key))
-            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
-        let hash = payload_hash(payload).map_err(|e| IdempotencyError::Corrupt {
-            key: key.to_string(),
-            message: format!("cannot encode the payload: {e}"),
-        })?;
         let decode = |v: Value| {
             serde_json::from_value::<T>(v).map_err(|e| IdempotencyError::Corrupt {
                 key: key.to_string(),
                 message: format!("stored result is not of the expected type: {e}"),
             })
         };
+        let claim = match self.claim_step(key, payload).await? {
+            Step::Held(claim) => claim,
+            Step::Done(result) => return Ok(Outcome::Duplicate(decode(result)?)),
+        };
+        match handler().await {
+            Ok(value) => {
+                let result = match serde_json::to_value(&value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.release(key, claim).await;
+                        return Err(IdempotencyError::Corrupt {
+                            key: key.to_string(),
+                            message: format!("cannot encode the handler's result: {e}"),
+                        });
+                    }
+                };
+                match self.store_result(key, claim, result).await {
+                    Ok(()) => Ok(Outcome::Executed(value)),
+                    Err((result, reason)) => Err(IdempotencyError::NotSaved {
+                        key: key.to_string(),
+                        result,
+                        reason,
+                    }),
+                }
+            }
+            Err(source) => {
+                let released = self.release(key, claim).await;
+                Err(IdempotencyError::Handler {
+                    key: key.to_string(),
+                    released,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Claims `key` for `payload` without running anything: the lower-level
+    /// half of [`Idempotency::run`], for callers that do the work elsewhere
+    /// (an HTTP client between two requests, another process).
+    ///
+    /// - [`Claim::Claimed`]: the key is ours (a new claim, or a stale or
+    ///   expired record taken over); do the work, then
+    ///   [`Idempotency::complete`] with the ticket's claim id — or
+    ///   [`Idempotency::abandon`] so a retry can claim it again.
+    /// - [`Claim::Completed`]: an earlier claim stored this result.
+    /// - [`IdempotencyError::InProgress`] (after any configured wait) and
+    ///   [`IdempotencyError::PayloadMismatch`] as for `run`.
+    pub async fn claim<P>(
+        &self,
+        key: &str,
+        payload: &P,
+    ) -> Result<Claim, IdempotencyError<std::convert::Infallible>>
+    where
+        P: Serialize + ?Sized,
+    {
+        Ok(match self.claim_step(key, payload).await? {
+            Step::Held(ClaimHeld { version, rec }) => Claim::Claimed(ClaimTicket {
+                key: rec.key,
+                claim_id: rec.claim_id,
+                expires_at: from_ms(rec.expires_at_ms),
+                version,
+            }),
+            Step::Done(result) => Claim::Completed(result),
+        })
+    }
+
+    /// Stores `result` as the outcome of the claim `claim_id` on `key`, with a
+    /// write conditional on that claim's record; later claims get it.
+    ///
+    /// Completing a claim that this claim id already completed is `Ok` (the
+    /// first result stays). [`IdempotencyError::NotClaimed`] if the record is
+    /// gone or belongs to another claim (ours went stale and was taken over);
+    /// [`IdempotencyError::NotSaved`] if the store kept failing.
+    pub async fn complete<T>(
+        &self,
+        key: &str,
+        claim_id: &str,
+        result: &T,
+    ) -> Result<(), IdempotencyError<std::convert::Infallible>>
+    where
+        T: Serialize + ?Sized,
+    {
+        let result = serde_json::to_value(result).map_err(|e| IdempotencyError::Corrupt {
+            key: key.to_string(),
+            message: format!("cannot encode the result: {e}"),
+        })?;
+        let claim = match self.own_claim(key, claim_id).await? {
+            Some(claim) => claim,
+            None => return Ok(()),
+        };
+        self.store_result(key, claim, result)
+            .await
+            .map_err(|(result, reason)| IdempotencyError::NotSaved {
+                key: key.to_string(),
+                result,
+                reason,
+            })
+    }
+
+    /// Gives up the claim `claim_id` on `key` (deletes its in-progress record
+    /// conditionally), so the next claim runs the work.
+    ///
+    /// No record at all is `Ok` (nothing to give up). A record of another
+    /// claim, or one this claim already completed, is [`IdempotencyError::NotClaimed`].
+    pub async fn abandon(
+        &self,
+        key: &str,
+        claim_id: &str,
+    ) -> Result<(), IdempotencyError<std::convert::Infallible>> {
+        crate::key::validate_key(&self.record_key(key))
+            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
+        let Some((rec, version)) = self.read(key).await? else {
+            return Ok(());
+        };
+        if rec.claim_id != claim_id || rec.status != RecordState::InProgress {
+            return Err(not_claimed(key, claim_id, &rec));
+        }
+        if self.release(key, ClaimHeld { version, rec }).await {
+            Ok(())
+        } else {
+            Err(IdempotencyError::Store {
+                key: key.to_string(),
+                source: Error::Unavailable {
+                    message:
+                        "could not delete the claim; it goes stale after the in-progress timeout"
+                            .into(),
+                    source: None,
+                },
+            })
+        }
+    }
+
+    /// The in-progress claim `claim_id` on `key` as held; `None` if that claim already completed.
+    async fn own_claim(
+        &self,
+        key: &str,
+        claim_id: &str,
+    ) -> Result<Option<ClaimHeld>, IdempotencyError<std::convert::Infallible>> {
+        crate::key::validate_key(&self.record_key(key))
+            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
+        match self.read(key).await? {
+            Some((rec, _)) if rec.claim_id == claim_id && rec.status == RecordState::Completed => {
+                Ok(None)
+            }
+            Some((rec, version)) if rec.claim_id == claim_id => {
+                Ok(Some(ClaimHeld { version, rec }))
+            }
+            Some((rec, _)) => Err(not_claimed(key, claim_id, &rec)),
+            None => Err(IdempotencyError::NotClaimed {
+                key: key.to_string(),
+                claim_id: claim_id.to_string(),
+                found: "no record (the claim was abandoned, or expired and was removed)".into(),
+            }),
+        }
+    }
+
+    /// Claims `key` for `payload` (see [`Idempotency::claim`]), for any error type.
+    async fn claim_step<P, E>(&self, key: &str, payload: &P) -> Result<Step, IdempotencyError<E>>
+    where
+        P: Serialize + ?Sized,
+    {
+        crate::key::validate_key(&self.record_key(key))
+            .map_err(|e| IdempotencyError::Invalid(e.to_string()))?;
+        let hash = payload_hash(payload).map_err(|e| IdempotencyError::Corrupt {
+            key: key.to_string(),
+            message: format!("cannot encode the payload: {e}"),
+        })?;
         let cached = self.cache().get(key, self.now_ms());
         if let Some((stored, result)) = cached {
             if stored != hash {
@@ -512,9 +737,8 @@ impl Idempotency {
                     given: hash,
                 });
             }
-            return Ok(Outcome::Duplicate(decode(result)?));
+            return Ok(Step::Done(result));
         }
-
         let claim_id = format!(
             "{:016x}{:016x}",
             self.retry.rng.next_u64(),
@@ -551,7 +775,7 @@ impl Idempotency {
                     } else if rec.status == RecordState::Completed {
                         let result = rec.result.unwrap_or(Value::Null);
                         self.cache().put(key, &hash, &result, rec.expires_at_ms);
-                        return Ok(Outcome::Duplicate(decode(result)?));
+                        return Ok(Step::Done(result));
                     } else {
                         let waited = self
                             .retry
@@ -616,41 +840,11 @@ impl Idempotency {
                 }
             }
         };
-
-        match handler().await {
-            Ok(value) => {
-                let result = match serde_json::to_value(&value) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.release(key, claim).await;
-                        return Err(IdempotencyError::Corrupt {
-                            key: key.to_string(),
-                            message: format!("cannot encode the handler's result: {e}"),
-                        });
-                    }
-                };
-                match self.complete(key, claim, result).await {
-                    Ok(()) => Ok(Outcome::Executed(value)),
-                    Err((result, reason)) => Err(IdempotencyError::NotSaved {
-                        key: key.to_string(),
-                        result,
-                        reason,
-                    }),
-                }
-            }
-            Err(source) => {
-                let released = self.release(key, claim).await;
-                Err(IdempotencyError::Handler {
-                    key: key.to_string(),
-                    released,
-                    source,
-                })
-            }
-        }
+        Ok(Step::Held(claim))
     }
 
     /// Stores the result over our claim. On failure, gives the result back with the reason.
-    async fn complete(
+    async fn store_result(
         &self,
         key: &str,
         claim: ClaimHeld,
@@ -765,6 +959,12 @@ impl Idempotency {
     }
 }
 
+/// What claiming found: our claim, or the stored result of an earlier one.
+enum Step {
+    Held(ClaimHeld),
+    Done(Value),
+}
+
 /// A claim this call holds: its record and the version of our write.
 struct ClaimHeld {
     version: Version,
@@ -816,6 +1016,111 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn idem() -> (Idempotency, Arc<crate::clock::ManualClock>) {
+        let clock = Arc::new(crate::clock::ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let store: DynStore = Arc::new(crate::store::memory::MemoryStore::new());
+        let idem = Idempotency::new(store)
+            .with_clock(clock.clone())
+            .with_rng(SharedRng::seeded(7))
+            .with_in_progress_timeout(Duration::from_secs(60));
+        (idem, clock)
+    }
+
+    #[tokio::test]
+    async fn claim_complete_then_duplicates_get_the_result() {
+        let (idem, _) = idem();
+        let payload = serde_json::json!({"n": 1});
+        let Claim::Claimed(ticket) = idem.claim("k", &payload).await.unwrap() else {
+            panic!("the first claim holds the key");
+        };
+        assert_eq!(ticket.key(), "k");
+        // A concurrent duplicate is in progress; another payload is a mismatch.
+        assert!(matches!(
+            idem.claim("k", &payload).await,
+            Err(IdempotencyError::InProgress { .. })
+        ));
+        assert!(matches!(
+            idem.claim("k", &serde_json::json!({"n": 2})).await,
+            Err(IdempotencyError::PayloadMismatch { .. })
+        ));
+        // Only the claim's holder may complete it.
+        assert!(matches!(
+            idem.complete("k", "someone-else", &1).await,
+            Err(IdempotencyError::NotClaimed { .. })
+        ));
+        idem.complete("k", ticket.claim_id(), &serde_json::json!({"ok": true}))
+            .await
+            .unwrap();
+        // Completing again is harmless; the first result stays.
+        idem.complete("k", ticket.claim_id(), &serde_json::json!({"ok": false}))
+            .await
+            .unwrap();
+        assert_eq!(
+            idem.claim("k", &payload).await.unwrap(),
+            Claim::Completed(serde_json::json!({"ok": true}))
+        );
+        // `run` sees the same record.
+        let out = idem
+            .run("k", &payload, || async {
+                Ok::<_, std::io::Error>(serde_json::json!(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Duplicate(serde_json::json!({"ok": true})));
+        // A completed claim cannot be abandoned.
+        assert!(matches!(
+            idem.abandon("k", ticket.claim_id()).await,
+            Err(IdempotencyError::NotClaimed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn abandon_lets_the_next_claim_run() {
+        let (idem, _) = idem();
+        let Claim::Claimed(first) = idem.claim("a", "p").await.unwrap() else {
+            panic!("claimed");
+        };
+        assert!(matches!(
+            idem.abandon("a", "not-mine").await,
+            Err(IdempotencyError::NotClaimed { .. })
+        ));
+        idem.abandon("a", first.claim_id()).await.unwrap();
+        // Abandoning what is gone is fine.
+        idem.abandon("a", first.claim_id()).await.unwrap();
+        let Claim::Claimed(second) = idem.claim("a", "p").await.unwrap() else {
+            panic!("claimed again");
+        };
+        assert_ne!(first.claim_id(), second.claim_id());
+        // The abandoned claim cannot complete any more.
+        assert!(matches!(
+            idem.complete("a", first.claim_id(), &1).await,
+            Err(IdempotencyError::NotClaimed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stale_claim_is_taken_over_and_its_holder_cannot_complete() {
+        let (idem, clock) = idem();
+        let Claim::Claimed(old) = idem.claim("s", "p").await.unwrap() else {
+            panic!("claimed");
+        };
+        clock.advance(Duration::from_secs(61));
+        let Claim::Claimed(new) = idem.claim("s", "p").await.unwrap() else {
+            panic!("stale claim taken over");
+        };
+        assert!(matches!(
+            idem.complete("s", old.claim_id(), &"late").await,
+            Err(IdempotencyError::NotClaimed { .. })
+        ));
+        idem.complete("s", new.claim_id(), &"done").await.unwrap();
+        assert_eq!(
+            idem.claim("s", "p").await.unwrap(),
+            Claim::Completed(Value::from("done"))
+        );
+    }
 
     #[test]
     fn payload_hash_ignores_key_order() {

@@ -1,7 +1,9 @@
 //! The ifmatch HTTP server as an AWS Lambda function (`bootstrap` of a custom runtime).
 //!
 //! Configured by `IFMATCH_STORE`, `IFMATCH_API_KEY` and optionally
-//! `IFMATCH_REQUIRE_PRECONDITIONS=1`; logs go to standard error (CloudWatch).
+//! `IFMATCH_REQUIRE_PRECONDITIONS=1`, `IFMATCH_OPEN_REGISTRATION=1`,
+//! `IFMATCH_USER_PREFIXES=1` and `IFMATCH_DB_CACHE` (see
+//! `ifmatch_server::lambda`); logs go to standard error (CloudWatch).
 
 use std::process::ExitCode;
 

@@ -44,3 +44,33 @@ impl FromRequest<AppState> for Body {
         }
     }
 }
+
+/// A JSON request body (400 with a JSON error when it does not parse; an
+/// empty body is read as `{}` so every field may default).
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let Body(bytes) = Body::from_request(req, state).await?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A required header's value as text (400 when missing or not text).
+pub fn required_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<&'h str, ApiError> {
+    headers
+        .get(name)
+        .ok_or_else(|| ApiError::BadRequest(format!("the {name} header is required")))?
+        .to_str()
+        .map_err(|_| ApiError::BadRequest(format!("the {name} header must be printable ASCII")))
+}

@@ -1,14 +1,21 @@
 //! The router: one file per route group, assembled here with the shared middleware.
 //!
-//! - [`objects`]: `/v1/objects/{key}` (operator key required);
-//! - [`ops`]: `/healthz`, `/metrics`, `/openapi.json` (open);
-//! - [`extract`]: extractors shared by the groups (key, body) that answer in JSON.
+//! - [`objects`] — `/v1/objects/{key}`;
+//! - [`leases`] — `/v1/leases/{name}`;
+//! - [`idempotency`] — `/v1/idempotency/{key}`;
+//! - [`accounts`] — `/v1/users`, `/v1/sessions`, `/v1/me`;
+//! - [`db`] — `/v1/db` (tenant SQL);
+//! - [`ops`] — `/healthz`, `/metrics`, `/openapi.json` (open);
+//! - [`extract`] — extractors shared by the groups (key, body, JSON) that answer in JSON.
 //!
-//! Later groups (user sessions, leases, idempotency, tenant SQL) each add a
-//! file here with a `routes()` function and one `.merge(...)` line in
-//! [`router`]; `/v1` groups go into `v1`, so they get the operator-key check.
+//! `/v1` groups go into `v1`, behind [`auth::authenticate`]; each handler
+//! says what caller it needs with the [`auth::Caller`] extractor.
 
+pub mod accounts;
+pub mod db;
 pub mod extract;
+pub mod idempotency;
+pub mod leases;
 pub mod objects;
 pub mod ops;
 
@@ -27,10 +34,11 @@ pub fn router(state: AppState) -> Router {
     let _ = telemetry::prometheus();
     let v1 = Router::new()
         .merge(objects::routes())
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            auth::require_operator_key,
-        ));
+        .merge(leases::routes())
+        .merge(idempotency::routes())
+        .merge(accounts::routes())
+        .merge(db::routes())
+        .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .merge(ops::routes())
         .merge(v1)

@@ -27,6 +27,7 @@ use ifmatch::store::Metadata;
 use serde::Serialize;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::objects::{self, Read, ReadMeta};
 use crate::patch::{Patch, PatchFormat};
@@ -133,13 +134,15 @@ fn metadata_from_headers(headers: &HeaderMap) -> Result<Metadata, ApiError> {
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
     ),
-    security(("operator_key" = []))
+    security(("bearer" = []))
 )]
 pub async fn get_object(
     State(app): State<AppState>,
+    caller: Caller,
     ObjectKey(key): ObjectKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     Ok(
         match objects::read(app.store().as_ref(), &key, &pre).await? {
@@ -165,13 +168,15 @@ pub async fn get_object(
         (status = 404, description = "No such key"),
         (status = 412, description = "Precondition failed"),
     ),
-    security(("operator_key" = []))
+    security(("bearer" = []))
 )]
 pub async fn head_object(
     State(app): State<AppState>,
+    caller: Caller,
     ObjectKey(key): ObjectKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     Ok(
         match objects::read_meta(app.store().as_ref(), &key, &pre).await? {
@@ -203,14 +208,16 @@ pub async fn head_object(
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 428, description = "Precondition required (--require-preconditions)", body = ErrorBody),
     ),
-    security(("operator_key" = []))
+    security(("bearer" = []))
 )]
 pub async fn put_object(
     State(app): State<AppState>,
+    caller: Caller,
     ObjectKey(key): ObjectKey,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
+    caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     let metadata = metadata_from_headers(&headers)?;
     let require = app.config().require_preconditions;
@@ -245,14 +252,16 @@ pub async fn put_object(
         (status = 415, description = "Not a patch media type", body = ErrorBody),
         (status = 422, description = "The patch does not apply", body = ErrorBody),
     ),
-    security(("operator_key" = []))
+    security(("bearer" = []))
 )]
 pub async fn patch_object(
     State(app): State<AppState>,
+    caller: Caller,
     ObjectKey(key): ObjectKey,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
+    caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     let ct = headers
         .get(CONTENT_TYPE)
@@ -287,13 +296,15 @@ pub async fn patch_object(
         (status = 412, description = "Precondition failed", body = ErrorBody),
         (status = 428, description = "Precondition required (--require-preconditions)", body = ErrorBody),
     ),
-    security(("operator_key" = []))
+    security(("bearer" = []))
 )]
 pub async fn delete_object(
     State(app): State<AppState>,
+    caller: Caller,
     ObjectKey(key): ObjectKey,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     let require = app.config().require_preconditions;
     objects::remove(app.store().as_ref(), &key, &pre, require).await?;

@@ -151,9 +151,11 @@ use crate::store::{Condition, DynStore, ListPage, PutOptions, Version};
 pub mod anki;
 mod format;
 mod local;
+pub mod sandbox;
 
 use format::{Checkpoint, LogEntry, Sidecar};
 use local::Paths;
+pub use sandbox::{BatchResult, LimitKind, Sandbox, SqlStatement, StatementResult};
 
 /// Result alias of this module.
 pub type Result<T, E = TenantDbError> = std::result::Result<T, E>;
@@ -224,6 +226,23 @@ pub enum TenantDbError {
     /// Another [`TenantDbs`] holds the cache directory.
     #[error("the cache directory is in use by another TenantDbs")]
     CacheInUse,
+    /// A request that is not valid (an empty batch, a parameter of the wrong shape).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The [`Sandbox`] refused a statement (it would touch files or the connection).
+    #[error("refused: {message}")]
+    Denied {
+        /// What was refused, and why.
+        message: String,
+    },
+    /// A batch ran into one of the [`Sandbox`]'s limits; nothing was committed.
+    #[error("{limit} exceeded: {message}")]
+    LimitExceeded {
+        /// Which limit.
+        limit: LimitKind,
+        /// What happened.
+        message: String,
+    },
     /// The store failed (or a tenant id is not a valid key).
     #[error(transparent)]
     Store(#[from] Error),
@@ -245,7 +264,10 @@ impl TenantDbError {
         match self {
             TenantDbError::NotFound { .. } => K::NotFound,
             TenantDbError::Exists { .. } | TenantDbError::Conflict { .. } => K::Conflict,
-            TenantDbError::Sql { .. } => K::Invalid,
+            TenantDbError::Sql { .. }
+            | TenantDbError::InvalidInput(_)
+            | TenantDbError::Denied { .. } => K::Invalid,
+            TenantDbError::LimitExceeded { .. } => K::TooLarge,
             TenantDbError::Store(e) => e.kind(),
             _ => K::Other,
         }
@@ -821,6 +843,71 @@ impl TenantDbs {
             Ok(QueryResult { columns, rows })
         })
         .await
+    }
+
+    /// Runs a batch of untrusted SQL statements against the tenant's database
+    /// inside `sandbox`, as one transaction; see [`sandbox`].
+    ///
+    /// A batch of read-only statements goes through [`TenantDbs::read`] and
+    /// never uploads (for a tenant without a database, it runs on the empty
+    /// database the schema hook makes, and does not create the tenant); any
+    /// other batch goes through [`TenantDbs::write`], so it is re-run on a conflict.
+    pub async fn execute(
+        &self,
+        tenant: &str,
+        statements: Vec<SqlStatement>,
+        sandbox: &Sandbox,
+    ) -> Result<BatchResult> {
+        sandbox::check_batch(&statements, sandbox)?;
+        let deadline = std::time::Instant::now() + sandbox.time_limit;
+        let statements = Arc::new(statements);
+        let sb = Arc::new(sandbox.clone());
+        let read_only = {
+            let (st, sb) = (statements.clone(), sb.clone());
+            self.read(tenant, move |c| {
+                if sandbox::all_read_only(c, &st, &sb, deadline)? {
+                    sandbox::run_batch(c, &st, &sb, deadline).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
+        };
+        let read_only = match read_only {
+            Err(TenantDbError::NotFound { .. }) => {
+                let (st, sb) = (statements.clone(), sb.clone());
+                let schema = self.inner.cfg.schema.clone();
+                blocking(move || {
+                    let mut c = rusqlite::Connection::open_in_memory()?;
+                    let tx = c.transaction()?;
+                    schema(&tx)?;
+                    tx.commit()?;
+                    c.execute_batch("PRAGMA query_only=ON;")?;
+                    if sandbox::all_read_only(&c, &st, &sb, deadline)? {
+                        sandbox::run_batch(&c, &st, &sb, deadline).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await?
+            }
+            other => other?,
+        };
+        if let Some(results) = read_only {
+            return Ok(BatchResult {
+                read_only: true,
+                results,
+            });
+        }
+        let results = self
+            .write(tenant, move |tx| {
+                sandbox::run_batch(tx, &statements, &sb, deadline)
+            })
+            .await?;
+        Ok(BatchResult {
+            read_only: false,
+            results,
+        })
     }
 
     /// The seq and size of the tenant's current database.

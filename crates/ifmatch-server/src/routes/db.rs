@@ -1,0 +1,154 @@
+//! `POST /v1/db`: a batch of SQL statements against a tenant database.
+//!
+//! Body: `{"statements": [{"sql": "...", "params": [...]}, ...], "tenant": "..."}`.
+//! The batch runs as one transaction with the tenant-database retry
+//! ([`ifmatch::tenantdb::TenantDbs::execute`]); a batch of read-only
+//! statements never uploads anything. Answer: **200**
+//! `{"read_only": bool, "results": [{"columns", "rows", "changes"}, ...]}`.
+//!
+//! - A **user**'s batch runs on their own database (tenant = username);
+//!   `tenant`, if given, must be their own username (else 403).
+//! - The **operator** must name the `tenant` (400 without one): it can reach
+//!   every tenant's database, for administration.
+//!
+//! Values: `null`, numbers, strings, booleans (as 1/0) and blobs as
+//! `{"blob": "<hex>"}`. The SQL runs in the library's sandbox: ATTACH,
+//! DETACH, VACUUM, `load_extension` and file functions, virtual tables,
+//! BEGIN/COMMIT and all pragmas but a few read-only ones are refused (403
+//! `sql_denied`); time, row, size and statement limits give 422
+//! `limit_exceeded`; SQLite's own errors are 400 `sql_error`. Nothing is
+//! committed when any statement fails.
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use http::StatusCode;
+use ifmatch::tenantdb::{BatchResult, SqlStatement};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::{Caller, Principal};
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::extract::JsonBody;
+
+/// The routes of this group.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/v1/db", post(run_batch))
+}
+
+/// One statement.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementRequest {
+    /// One SQL statement.
+    pub sql: String,
+    /// Positional parameters (`?`, `?NNN`).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub params: Vec<serde_json::Value>,
+}
+
+/// The body of `POST /v1/db`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The statements, run in order as one transaction.
+    pub statements: Vec<StatementRequest>,
+    /// The tenant: required for the operator; a user's own username or absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// What one statement returned.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatementResultBody {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of JSON values (blobs as `{"blob": "<hex>"}`).
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// Rows inserted, updated or deleted by the statement (and its triggers).
+    pub changes: u64,
+}
+
+/// What the batch returned.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BatchResultBody {
+    /// True when every statement was read-only (nothing was uploaded).
+    pub read_only: bool,
+    /// One result per statement.
+    pub results: Vec<StatementResultBody>,
+}
+
+impl From<BatchResult> for BatchResultBody {
+    fn from(b: BatchResult) -> Self {
+        BatchResultBody {
+            read_only: b.read_only,
+            results: b
+                .results
+                .into_iter()
+                .map(|r| StatementResultBody {
+                    columns: r.columns,
+                    rows: r.rows,
+                    changes: r.changes,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs a SQL batch against a tenant database.
+#[utoipa::path(
+    post,
+    path = "/v1/db",
+    tag = "db",
+    request_body(content = BatchRequest),
+    responses(
+        (status = 200, description = "The results", body = BatchResultBody),
+        (status = 400, description = "SQL error (`sql_error`), or an operator batch without a tenant", body = ErrorBody),
+        (status = 403, description = "Refused by the sandbox (`sql_denied`), or another user's tenant", body = ErrorBody),
+        (status = 409, description = "Other writers kept winning", body = ErrorBody),
+        (status = 422, description = "A time, row, size or statement limit (`limit_exceeded`)", body = ErrorBody),
+        (status = 501, description = "The server has no tenant database cache", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run_batch(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResultBody>, ApiError> {
+    let tenant = match (&caller.0, req.tenant) {
+        (Principal::User(user), None) => user.clone(),
+        (Principal::User(user), Some(t)) if &t == user => t,
+        (Principal::User(_), Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a user reaches only their own tenant database".into(),
+            ));
+        }
+        (Principal::Operator, Some(t)) => t,
+        (Principal::Operator, None) => {
+            return Err(ApiError::BadRequest(
+                "the operator must name the tenant: {\"tenant\": ..., \"statements\": [...]}"
+                    .into(),
+            ));
+        }
+    };
+    let dbs = app.tenant_dbs().ok_or_else(|| {
+        ApiError::refused(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported",
+            "this server has no tenant database cache (db_cache_dir)",
+            None,
+        )
+    })?;
+    let statements = req
+        .statements
+        .into_iter()
+        .map(|s| SqlStatement::new(s.sql).with_params(s.params))
+        .collect();
+    let result = dbs
+        .execute(&tenant, statements, &app.config().sandbox)
+        .await?;
+    Ok(Json(result.into()))
+}
