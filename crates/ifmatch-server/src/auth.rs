@@ -98,7 +98,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 Credential::Valid(Principal::Operator)
             } else if crate::sessions::looks_like_token(token) {
                 match state.sessions().lookup(token).await {
-                    Ok(Some(s)) => Credential::Valid(Principal::User(s.username)),
+                    // The account must still exist, unchanged since login:
+                    // one more read per request, so that deleting a user or
+                    // resetting a password ends their sessions at once.
+                    Ok(Some(s)) => match state.accounts().get(&s.username).await {
+                        Ok(Some(user)) if s.is_current_for(&user) => {
+                            Credential::Valid(Principal::User(s.username))
+                        }
+                        Ok(_) => Credential::Invalid,
+                        Err(e) => return ApiError::from(e).into_response(),
+                    },
                     Ok(None) => Credential::Invalid,
                     Err(e) => return ApiError::from_store(e, false).into_response(),
                 }

@@ -40,8 +40,21 @@ struct Record {
 pub struct Session {
     /// Whose session it is.
     pub username: String,
+    /// When it was created (login).
+    pub created_at: SystemTime,
     /// When it stops being accepted.
     pub expires_at: SystemTime,
+}
+
+impl Session {
+    /// Whether this session still belongs to `user` as it is now: a session
+    /// older than the account's last change (its creation, a new name or a
+    /// new password) is not. So deleting an account, or re-creating one under
+    /// the same name, or resetting its password, ends every earlier session.
+    /// Compared in whole milliseconds, the resolution sessions are stored at.
+    pub fn is_current_for(&self, user: &ifmatch::accounts::User) -> bool {
+        self.username == user.username && ms(self.created_at) >= ms(user.updated_at)
+    }
 }
 
 /// A session just created: the token (shown once) and its expiry.
@@ -147,6 +160,7 @@ impl Sessions {
         }
         Ok(Some(Session {
             username: record.username,
+            created_at: UNIX_EPOCH + Duration::from_millis(record.created_at_ms),
             expires_at: UNIX_EPOCH + Duration::from_millis(record.expires_at_ms),
         }))
     }

@@ -204,6 +204,40 @@ async fn open_registration_login_me_logout_and_expiry() {
         (401, Some("unauthorized")),
         "{e}"
     );
+
+    // A password reset ends every earlier session, on every route (not only
+    // /v1/me); a login after it works.
+    let old = s.login("alice", "correct horse").await;
+    s.clock.advance(Duration::from_secs(1));
+    s.state
+        .accounts()
+        .update(
+            "alice",
+            ifmatch::accounts::UserUpdate::password("battery staple"),
+        )
+        .await
+        .unwrap();
+    let r = s
+        .as_user(&old, Method::GET, "/v1/objects/users/alice/notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a session from before the password reset");
+    let fresh = s.login("alice", "battery staple").await;
+    let r = s
+        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Deleting the account ends its sessions at once.
+    assert!(s.state.accounts().delete("alice").await.unwrap());
+    let r = s
+        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a session of a deleted account");
     s.shutdown().await;
 }
 
