@@ -111,8 +111,11 @@ async fn consume(
 /// Seed 004: 50 deliveries of one message across 4 workers run it once.
 async fn fifty_deliveries_run_once(name: &str, store: DynStore, clock: DynClock) {
     let deliveries = vec![message("req-1"); 50];
+    // The wait budget is on `clock`; a `ManualClock` moves on every waiter's
+    // poll, so a generous budget keeps a slow remote store (the completion
+    // write queued behind many polls) from ending the wait early.
     let (outcomes, executions) =
-        consume(store, &clock, deliveries, 4, Duration::from_secs(30)).await;
+        consume(store, &clock, deliveries, 4, Duration::from_secs(600)).await;
     assert_eq!(executions, 1, "{name}");
     assert_eq!(outcomes.len(), 50, "{name}");
     let executed: Vec<_> = outcomes.iter().filter(|o| !o.is_duplicate()).collect();
