@@ -130,7 +130,9 @@ impl LogEntry {
         let page_count = r.u32()?;
         let n = r.u32()?;
         check_page_size(page_size)?;
-        let mut pages = Vec::with_capacity(n as usize);
+        // A count is only a claim: reserve no more pages than the record holds.
+        let room = r.rest().len() / (4 + page_size as usize);
+        let mut pages = Vec::with_capacity((n as usize).min(room));
         for _ in 0..n {
             let no = r.u32()?;
             if no == 0 || no > page_count {
@@ -262,11 +264,15 @@ impl Sidecar {
         let tail_entries = r.u64()?;
         let tail_bytes = r.u64()?;
         let n = r.u32()? as usize;
-        let mut hashes = Vec::with_capacity(n);
+        // A count is only a claim: reserve no more hashes than the record holds.
+        let mut hashes = Vec::with_capacity(n.min(r.rest().len() / 16));
         for _ in 0..n {
             let mut h = [0u8; 16];
             h.copy_from_slice(r.take(16)?);
             hashes.push(h);
+        }
+        if !r.rest().is_empty() {
+            return Err(bad("trailing bytes after sidecar"));
         }
         Ok(Sidecar {
             tenant,
