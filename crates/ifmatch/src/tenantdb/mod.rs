@@ -131,7 +131,8 @@ use crate::retry::RetryPolicy;
 use crate::store::{Condition, DynStore, ListPage, PutOptions, Version};
 
 pub mod anki;
-mod format;
+#[doc(hidden)]
+pub mod format;
 mod local;
 
 use format::{Checkpoint, LogEntry, Sidecar};
