@@ -75,9 +75,11 @@ impl Patch {
             serde_json::from_slice(stored).map_err(|e| PatchError::NotJson(e.to_string()))?;
         match self {
             Patch::Merge(p) => json_patch::merge(&mut doc, p),
-            Patch::Json(p) => {
-                json_patch::patch(&mut doc, p).map_err(|e| PatchError::Failed(e.to_string()))?
-            }
+            // `doc` is a fresh copy that is dropped on error, so the operations need no
+            // rollback: `json_patch::patch`'s undo can itself fail on some patches
+            // (a `move` from a path a previous operation created) and then panics.
+            Patch::Json(p) => json_patch::patch_unsafe(&mut doc, p)
+                .map_err(|e| PatchError::Failed(e.to_string()))?,
         }
         serde_json::to_vec(&doc)
             .map(Bytes::from)

@@ -295,7 +295,8 @@ impl Preconditions {
             (Some(im), None) => im
                 .single()
                 .filter(|t| !t.weak)
-                .map(|t| Condition::Matches(version_of(t))),
+                .and_then(canonical_version)
+                .map(Condition::Matches),
             (None, Some(TagList::Any)) => Some(Condition::Absent),
             _ => None,
         }
@@ -305,10 +306,18 @@ impl Preconditions {
     /// only precondition (then the store can answer "unchanged" without sending the body).
     pub fn single_if_none_match(&self) -> Option<Version> {
         match (&self.if_match, &self.if_none_match) {
-            (None, Some(inm)) => inm.single().map(version_of),
+            (None, Some(inm)) => inm.single().and_then(canonical_version),
             _ => None,
         }
     }
+}
+
+/// The version whose ETag is exactly `tag`, if there is one. Another spelling
+/// of the same version (`"%41"` for `A`, lowercase hex) never equals a current
+/// ETag in [`Preconditions::evaluate`], so the shortcuts must not match it either.
+fn canonical_version(tag: &EntityTag) -> Option<Version> {
+    let v = version_of(tag);
+    (tag_of(&v) == tag.tag).then_some(v)
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ impl fmt::Debug for DynamoStore {
 
 /// What a `dynamodb://` URL asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Settings {
+pub(super) struct Settings {
     table: String,
     create: bool,
     endpoint: Option<String>,
@@ -163,7 +163,7 @@ struct Settings {
 }
 
 /// Parses `dynamodb://TABLE[?create=true&endpoint=URL&region=R]`.
-fn parse_url(url: &str) -> Result<Settings> {
+pub(super) fn parse_url(url: &str) -> Result<Settings> {
     let rest = url
         .strip_prefix("dynamodb://")
         .ok_or_else(|| Error::InvalidInput(format!("not a dynamodb:// URL: {url:?}")))?;

@@ -276,26 +276,62 @@ pub type DynStore = Arc<dyn Store>;
 /// AWS settings (region, endpoint, credentials) come from the standard AWS
 /// environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credentials chain).
 pub async fn open(url: &str) -> Result<DynStore> {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (s, r),
-        None => ("file", url),
-    };
+    let (scheme, rest) = split_scheme(url);
     match scheme {
         "file" => Ok(Arc::new(file::FileStore::open(rest)?)),
         "memory" => {
-            if !rest.is_empty() && rest != "/" {
-                return Err(Error::InvalidInput(format!(
-                    "memory:// takes no path, got {url:?}"
-                )));
-            }
+            check_memory_url(url, rest)?;
             Ok(Arc::new(memory::MemoryStore::new()))
         }
         "s3" => Ok(Arc::new(s3::S3Store::open(url).await?)),
         "dynamodb" => Ok(Arc::new(dynamodb::DynamoStore::open(url).await?)),
-        other => Err(Error::InvalidInput(format!(
-            "unknown store scheme {other:?} in {url:?}: use file://DIR, memory://, s3://BUCKET[/PREFIX] or dynamodb://TABLE"
-        ))),
+        other => Err(unknown_scheme(other, url)),
     }
+}
+
+/// Checks a store URL without opening anything (no I/O): the scheme, and for
+/// `s3://` and `dynamodb://` the bucket or table name, the prefix and the
+/// query parameters, as [`open`] would. A `file://` URL is only checked for
+/// naming a directory; whether that directory can be used shows at [`open`].
+///
+/// ```
+/// use ifmatch::store::validate_url;
+/// assert!(validate_url("s3://my-bucket/app?region=eu-west-1").is_ok());
+/// assert!(validate_url("s3://My_Bucket").is_err());
+/// assert!(validate_url("dynamodb://table?create=maybe").is_err());
+/// ```
+pub fn validate_url(url: &str) -> Result<()> {
+    let (scheme, rest) = split_scheme(url);
+    match scheme {
+        "file" if rest.is_empty() => Err(Error::InvalidInput(
+            "file:// needs a directory, e.g. file://./data".into(),
+        )),
+        "file" => Ok(()),
+        "memory" => check_memory_url(url, rest),
+        "s3" => s3::parse_url(url).map(drop),
+        "dynamodb" => dynamodb::parse_url(url).map(drop),
+        other => Err(unknown_scheme(other, url)),
+    }
+}
+
+/// The scheme of a store URL and the rest; no scheme means a local directory.
+fn split_scheme(url: &str) -> (&str, &str) {
+    url.split_once("://").unwrap_or(("file", url))
+}
+
+fn check_memory_url(url: &str, rest: &str) -> Result<()> {
+    if !rest.is_empty() && rest != "/" {
+        return Err(Error::InvalidInput(format!(
+            "memory:// takes no path, got {url:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn unknown_scheme(scheme: &str, url: &str) -> Error {
+    Error::InvalidInput(format!(
+        "unknown store scheme {scheme:?} in {url:?}: use file://DIR, memory://, s3://BUCKET[/PREFIX] or dynamodb://TABLE"
+    ))
 }
 
 /// Reads a whole listing by following continuation tokens (convenience for small prefixes).

@@ -126,7 +126,7 @@ pub struct S3Store {
 
 /// The parts of an `s3://` URL.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct ParsedUrl {
+pub(super) struct ParsedUrl {
     bucket: String,
     /// Without a trailing `/`; empty for the bucket root.
     prefix: String,
@@ -711,7 +711,7 @@ impl Store for S3Store {
 }
 
 /// Parses an `s3://` URL (pure; see [`S3Store::open`]).
-fn parse_url(url: &str) -> Result<ParsedUrl> {
+pub(super) fn parse_url(url: &str) -> Result<ParsedUrl> {
     let bad = |why: String| Error::InvalidInput(format!("bad S3 store URL {url:?}: {why}"));
     let rest = url
         .strip_prefix("s3://")

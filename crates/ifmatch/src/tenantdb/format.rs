@@ -3,11 +3,14 @@
 //!
 //! Every stored record ends with the SHA-256 of everything before it, so a
 //! truncated or corrupted record is detected and never applied.
+//!
+//! Public only so that the fuzz tests (`tests/fuzz`, `fuzz/`) can reach the
+//! decoders; not a stable API.
 
 use sha2::{Digest, Sha256};
 
 /// The hash kept per page in the sidecar (the first 16 bytes of its SHA-256).
-pub(crate) type PageHash = [u8; 16];
+pub type PageHash = [u8; 16];
 
 const LOG_MAGIC: &[u8; 8] = b"IFMDLOG1";
 const CKP_MAGIC: &[u8; 8] = b"IFMDCKP1";
@@ -16,14 +19,14 @@ const SIDECAR_MAGIC: &[u8; 8] = b"IFMDSID2";
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct FormatError(pub(crate) String);
+pub struct FormatError(pub(crate) String);
 
 fn bad(msg: impl Into<String>) -> FormatError {
     FormatError(msg.into())
 }
 
 /// Hashes one page.
-pub(crate) fn page_hash(page: &[u8]) -> PageHash {
+pub fn page_hash(page: &[u8]) -> PageHash {
     let d = Sha256::digest(page);
     let mut h = [0u8; 16];
     h.copy_from_slice(&d[..16]);
@@ -31,7 +34,7 @@ pub(crate) fn page_hash(page: &[u8]) -> PageHash {
 }
 
 /// Hashes every page of an image.
-pub(crate) fn page_hashes(image: &[u8], page_size: usize) -> Vec<PageHash> {
+pub fn page_hashes(image: &[u8], page_size: usize) -> Vec<PageHash> {
     image.chunks(page_size).map(page_hash).collect()
 }
 
@@ -85,7 +88,7 @@ impl<'a> Reader<'a> {
 
 /// One commit: the pages it changed and the database size after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogEntry {
+pub struct LogEntry {
     /// The sequence number this entry commits.
     pub seq: u64,
     /// A random id of the writer's attempt (tells our own entry from another's).
@@ -100,7 +103,7 @@ pub(crate) struct LogEntry {
 
 impl LogEntry {
     /// Encodes the entry.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(40 + self.pages.len() * (4 + self.page_size as usize));
         b.extend_from_slice(LOG_MAGIC);
         b.extend_from_slice(&self.seq.to_le_bytes());
@@ -116,7 +119,7 @@ impl LogEntry {
     }
 
     /// Decodes and checks an entry.
-    pub(crate) fn decode(buf: &[u8]) -> Result<LogEntry, FormatError> {
+    pub fn decode(buf: &[u8]) -> Result<LogEntry, FormatError> {
         let mut r = Reader {
             buf: unseal(buf)?,
             pos: 0,
@@ -130,7 +133,9 @@ impl LogEntry {
         let page_count = r.u32()?;
         let n = r.u32()?;
         check_page_size(page_size)?;
-        let mut pages = Vec::with_capacity(n as usize);
+        // A count is only a claim: reserve no more pages than the record holds.
+        let room = r.rest().len() / (4 + page_size as usize);
+        let mut pages = Vec::with_capacity((n as usize).min(room));
         for _ in 0..n {
             let no = r.u32()?;
             if no == 0 || no > page_count {
@@ -161,7 +166,7 @@ fn check_page_size(ps: u32) -> Result<(), FormatError> {
 
 /// A full database image as of a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Checkpoint {
+pub struct Checkpoint {
     /// The sequence number the image reflects.
     pub seq: u64,
     /// The page size in bytes.
@@ -172,7 +177,7 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// Encodes the checkpoint.
-    pub(crate) fn encode(seq: u64, page_size: u32, image: &[u8]) -> Vec<u8> {
+    pub fn encode(seq: u64, page_size: u32, image: &[u8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(image.len() + 64);
         b.extend_from_slice(CKP_MAGIC);
         b.extend_from_slice(&seq.to_le_bytes());
@@ -182,7 +187,7 @@ impl Checkpoint {
     }
 
     /// Decodes and checks a checkpoint.
-    pub(crate) fn decode(buf: &[u8]) -> Result<Checkpoint, FormatError> {
+    pub fn decode(buf: &[u8]) -> Result<Checkpoint, FormatError> {
         let mut r = Reader {
             buf: unseal(buf)?,
             pos: 0,
@@ -207,7 +212,7 @@ impl Checkpoint {
 
 /// What the cache knows about its copy of one tenant's database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sidecar {
+pub struct Sidecar {
     /// The tenant id (to rebuild the cache index after a restart).
     pub tenant: String,
     /// The sequence number the local file reflects.
@@ -226,7 +231,7 @@ pub(crate) struct Sidecar {
 
 impl Sidecar {
     /// Encodes the sidecar.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64 + self.tenant.len() + self.hashes.len() * 16);
         b.extend_from_slice(SIDECAR_MAGIC);
         b.extend_from_slice(&(self.tenant.len() as u32).to_le_bytes());
@@ -244,7 +249,7 @@ impl Sidecar {
     }
 
     /// Decodes and checks a sidecar.
-    pub(crate) fn decode(buf: &[u8]) -> Result<Sidecar, FormatError> {
+    pub fn decode(buf: &[u8]) -> Result<Sidecar, FormatError> {
         let mut r = Reader {
             buf: unseal(buf)?,
             pos: 0,
@@ -262,11 +267,15 @@ impl Sidecar {
         let tail_entries = r.u64()?;
         let tail_bytes = r.u64()?;
         let n = r.u32()? as usize;
-        let mut hashes = Vec::with_capacity(n);
+        // A count is only a claim: reserve no more hashes than the record holds.
+        let mut hashes = Vec::with_capacity(n.min(r.rest().len() / 16));
         for _ in 0..n {
             let mut h = [0u8; 16];
             h.copy_from_slice(r.take(16)?);
             hashes.push(h);
+        }
+        if !r.rest().is_empty() {
+            return Err(bad("trailing bytes after sidecar"));
         }
         Ok(Sidecar {
             tenant,
@@ -283,7 +292,7 @@ impl Sidecar {
 /// The committed content of a SQLite WAL file: the last frame of every page,
 /// and the database size in pages after the last commit.
 #[derive(Debug, Default)]
-pub(crate) struct WalContent {
+pub struct WalContent {
     /// Page number and content, in page order.
     pub pages: Vec<(u32, Vec<u8>)>,
     /// The database size after the last commit (`None`: nothing committed).
@@ -292,7 +301,7 @@ pub(crate) struct WalContent {
 
 /// Parses a WAL file (see <https://sqlite.org/fileformat2.html#walformat>):
 /// frames whose salts match the header, up to the last commit frame.
-pub(crate) fn parse_wal(wal: &[u8], page_size: u32) -> Result<WalContent, FormatError> {
+pub fn parse_wal(wal: &[u8], page_size: u32) -> Result<WalContent, FormatError> {
     if wal.is_empty() {
         return Ok(WalContent::default());
     }

@@ -149,7 +149,8 @@ use crate::retry::RetryPolicy;
 use crate::store::{Condition, DynStore, ListPage, PutOptions, Version};
 
 pub mod anki;
-mod format;
+#[doc(hidden)]
+pub mod format;
 mod local;
 pub mod sandbox;
 
