@@ -269,19 +269,19 @@ impl Preconditions {
             weak: false,
             tag: tag_of(v),
         });
-        if let Some(im) = &self.if_match {
-            if !im.if_match(cur.as_ref()) {
-                return Verdict::Failed;
-            }
+        if let Some(im) = &self.if_match
+            && !im.if_match(cur.as_ref())
+        {
+            return Verdict::Failed;
         }
-        if let Some(inm) = &self.if_none_match {
-            if !inm.if_none_match(cur.as_ref()) {
-                return if safe {
-                    Verdict::NotModified
-                } else {
-                    Verdict::Failed
-                };
-            }
+        if let Some(inm) = &self.if_none_match
+            && !inm.if_none_match(cur.as_ref())
+        {
+            return if safe {
+                Verdict::NotModified
+            } else {
+                Verdict::Failed
+            };
         }
         Verdict::Proceed
     }

@@ -567,7 +567,7 @@ async fn demo(o: Opts) -> Result<(), BoxError> {
                 }
                 let strike = kills_done < o.kills
                     && idx == kills_done
-                    && if kills_done % 2 == 0 {
+                    && if kills_done.is_multiple_of(2) {
                         kind == Line::Begin && w.begins == 2
                     } else {
                         kind == Line::Effect && w.effects == 2

@@ -696,10 +696,10 @@ impl Leases {
         }
         let delay = self.retry.delay(made.saturating_sub(1));
         let wake = self.clock().now() + delay;
-        if let Some(d) = self.retry.deadline {
-            if wake >= started + d {
-                return false;
-            }
+        if let Some(d) = self.retry.deadline
+            && wake >= started + d
+        {
+            return false;
         }
         if limit.is_some_and(|limit| wake >= limit) {
             return false;
@@ -1159,14 +1159,14 @@ pub async fn fenced_put(
         let condition = match &current {
             None => Condition::Absent,
             Some(meta) => {
-                if let Some(stored) = stored_token(meta)? {
-                    if stored > token {
-                        return Err(FenceError::Stale {
-                            key: key.to_string(),
-                            token,
-                            stored,
-                        });
-                    }
+                if let Some(stored) = stored_token(meta)?
+                    && stored > token
+                {
+                    return Err(FenceError::Stale {
+                        key: key.to_string(),
+                        token,
+                        stored,
+                    });
                 }
                 Condition::Matches(meta.version.clone())
             }
@@ -1183,10 +1183,10 @@ pub async fn fenced_put(
             Ok(v) => return Ok(v),
             Err(Error::Conflict { .. } | Error::NotFound { .. }) => None,
             Err(Error::Ambiguous { .. }) => {
-                if let Some(meta) = head(key).await? {
-                    if meta.metadata.get(META_FENCE_WID) == Some(&wid) {
-                        return Ok(meta.version);
-                    }
+                if let Some(meta) = head(key).await?
+                    && meta.metadata.get(META_FENCE_WID) == Some(&wid)
+                {
+                    return Ok(meta.version);
                 }
                 None
             }

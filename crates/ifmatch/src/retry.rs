@@ -180,10 +180,10 @@ impl Attempts<'_> {
             return false;
         }
         let delay = self.policy.delay(self.made.saturating_sub(1));
-        if let Some(d) = self.policy.deadline {
-            if self.elapsed() + delay >= d {
-                return false;
-            }
+        if let Some(d) = self.policy.deadline
+            && self.elapsed() + delay >= d
+        {
+            return false;
         }
         self.policy.clock.sleep(delay).await;
         true

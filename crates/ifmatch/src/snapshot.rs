@@ -978,10 +978,10 @@ impl Snapshots {
             },
         };
         let result = self.commit_loop(&keys, None, true, &mut build).await;
-        if let (Some(guard), Some(ticket)) = (&self.config.guard, ticket) {
-            if let Err(e) = guard.release(name, ticket).await {
-                warn!(snapshot = name, error = %e, "releasing the build guard failed; it will expire");
-            }
+        if let (Some(guard), Some(ticket)) = (&self.config.guard, ticket)
+            && let Err(e) = guard.release(name, ticket).await
+        {
+            warn!(snapshot = name, error = %e, "releasing the build guard failed; it will expire");
         }
         self.count(&result);
         result
@@ -1128,13 +1128,11 @@ impl Snapshots {
                 Ok(Some(ticket)) => {
                     // Whoever held the guard may have published a build started
                     // after we asked: then there is nothing left for us to do.
-                    if waited {
-                        if let Some(by) = self.fresh_since(keys, asked_ms).await? {
-                            if let Err(e) = guard.release(&keys.name, ticket).await {
-                                warn!(snapshot = keys.name, error = %e, "releasing the build guard failed; it will expire");
-                            }
-                            return Ok(Turn::Superseded(by));
+                    if waited && let Some(by) = self.fresh_since(keys, asked_ms).await? {
+                        if let Err(e) = guard.release(&keys.name, ticket).await {
+                            warn!(snapshot = keys.name, error = %e, "releasing the build guard failed; it will expire");
                         }
+                        return Ok(Turn::Superseded(by));
                     }
                     return Ok(Turn::Build(Some(ticket)));
                 }
@@ -1340,22 +1338,20 @@ impl Snapshots {
                     // Our body can never be committed now: remove it.
                     self.delete_body(&info.body_key).await;
                     let winner = self.read_head(keys).await?;
-                    if may_supersede {
-                        if let Some(w) = &winner {
-                            let cur = w.record.current();
-                            if cur.build_started_ms >= started_ms {
-                                info!(
-                                    snapshot = name,
-                                    ours = version,
-                                    by = cur.version,
-                                    "superseded by a build at least as fresh"
-                                );
-                                return Ok(PublishOutcome::Superseded {
-                                    by: cur.version,
-                                    attempts: attempts.made(),
-                                    conflicts,
-                                });
-                            }
+                    if may_supersede && let Some(w) = &winner {
+                        let cur = w.record.current();
+                        if cur.build_started_ms >= started_ms {
+                            info!(
+                                snapshot = name,
+                                ours = version,
+                                by = cur.version,
+                                "superseded by a build at least as fresh"
+                            );
+                            return Ok(PublishOutcome::Superseded {
+                                by: cur.version,
+                                attempts: attempts.made(),
+                                conflicts,
+                            });
                         }
                     }
                     if !attempts.backoff().await {
@@ -1734,10 +1730,8 @@ impl SnapshotReader {
     async fn get(&self, force: bool) -> SResult<Served<Snapshot>> {
         let arrived = {
             let st = self.state();
-            if !force {
-                if let Some(a) = self.answer(&st, false, u64::MAX) {
-                    return a;
-                }
+            if !force && let Some(a) = self.answer(&st, false, u64::MAX) {
+                return a;
             }
             st.started
         };
@@ -1807,16 +1801,16 @@ impl SnapshotReader {
             };
             let record = HeadRecord::parse(&self.keys, &head_obj)?;
             let info = record.current().clone();
-            if let Some((_, snap)) = &known {
-                if snap.info == info {
-                    // The head was rewritten without a new version (cannot happen
-                    // with this module's writers, but cheap to allow).
-                    return Ok(Some(Cached {
-                        snapshot: snap.clone(),
-                        head_version: head_obj.meta.version,
-                        verified: self.clock.now(),
-                    }));
-                }
+            if let Some((_, snap)) = &known
+                && snap.info == info
+            {
+                // The head was rewritten without a new version (cannot happen
+                // with this module's writers, but cheap to allow).
+                return Ok(Some(Cached {
+                    snapshot: snap.clone(),
+                    head_version: head_obj.meta.version,
+                    verified: self.clock.now(),
+                }));
             }
             let body = match self.store.get(&info.body_key).await {
                 Ok(o) => o,

@@ -24,10 +24,10 @@ const MESSAGES: usize = 30;
 /// The SQS endpoint, `None` (skip) on a developer machine without one; panics under CI.
 fn endpoint() -> Option<String> {
     for var in ["IFMATCH_TEST_SQS_ENDPOINT", "IFMATCH_TEST_S3_ENDPOINT"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return Some(v);
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return Some(v);
         }
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -80,10 +80,10 @@ fn example_binary() -> PathBuf {
         .filter_map(|p| newest_mtime(&crate_dir.join(p)))
         .max();
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    if let (Some(built), Some(sources)) = (built, sources) {
-        if built >= sources {
-            return bin;
-        }
+    if let (Some(built), Some(sources)) = (built, sources)
+        && built >= sources
+    {
+        return bin;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);

@@ -470,24 +470,24 @@ impl DynamoStore {
             .table_name(&self.table)
             .send()
             .await;
-        if let Ok(out) = &current {
-            if let Some(desc) = out.time_to_live_description() {
-                let status = desc.time_to_live_status();
-                let on = matches!(
-                    status,
-                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        if let Ok(out) = &current
+            && let Some(desc) = out.time_to_live_description()
+        {
+            let status = desc.time_to_live_status();
+            let on = matches!(
+                status,
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            );
+            if on && desc.attribute_name() == Some(A_EXPIRES) {
+                return;
+            }
+            if on {
+                tracing::warn!(
+                    table = %self.table,
+                    attribute = ?desc.attribute_name(),
+                    "DynamoDB TTL is enabled on another attribute; expiring records (attribute 'exp') will not be removed by TTL"
                 );
-                if on && desc.attribute_name() == Some(A_EXPIRES) {
-                    return;
-                }
-                if on {
-                    tracing::warn!(
-                        table = %self.table,
-                        attribute = ?desc.attribute_name(),
-                        "DynamoDB TTL is enabled on another attribute; expiring records (attribute 'exp') will not be removed by TTL"
-                    );
-                    return;
-                }
+                return;
             }
         }
         let spec = match TimeToLiveSpecification::builder()
@@ -647,13 +647,13 @@ impl DynamoStore {
 fn never_sent(err: &ConnectorError) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
-            ) {
-                return true;
-            }
+            )
+        {
+            return true;
         }
         let text = e.to_string();
         // hyper-util's connect-phase error, and the SDK's connect timeout.

@@ -415,14 +415,14 @@ impl FileStore {
             let path = entry.path();
             if path.is_dir() {
                 self.walk_hashed(&path, prefix, out)?;
-            } else if let Some(h) = self.header_at(&path) {
-                if h.key.starts_with(prefix) {
-                    out.push(ListEntry {
-                        key: h.key,
-                        version: Version::new(h.version),
-                        size: h.size,
-                    });
-                }
+            } else if let Some(h) = self.header_at(&path)
+                && h.key.starts_with(prefix)
+            {
+                out.push(ListEntry {
+                    key: h.key,
+                    version: Version::new(h.version),
+                    size: h.size,
+                });
             }
         }
         Ok(())

@@ -199,7 +199,7 @@ impl Checkpoint {
         let page_size = r.u32()?;
         check_page_size(page_size)?;
         let image = r.rest().to_vec();
-        if image.len() % page_size as usize != 0 {
+        if !image.len().is_multiple_of(page_size as usize) {
             return Err(bad("checkpoint image is not a whole number of pages"));
         }
         Ok(Checkpoint {

@@ -1260,10 +1260,10 @@ impl TenantDbs {
         };
         if let Ok(b) = serde_json::to_vec(&h) {
             let key = self.key(tenant, "head");
-            if let Err(e) = self.put(&key, b.into(), Condition::Absent).await {
-                if e.kind() != crate::ErrorKind::Conflict {
-                    tracing::debug!(tenant, error = %e, "could not write the head");
-                }
+            if let Err(e) = self.put(&key, b.into(), Condition::Absent).await
+                && e.kind() != crate::ErrorKind::Conflict
+            {
+                tracing::debug!(tenant, error = %e, "could not write the head");
             }
         }
     }
@@ -1527,12 +1527,11 @@ impl TenantDbs {
             })
             .await?;
             *local = Some(copy);
-            if let Some(sc) = local.as_mut() {
-                if self.checkpoint_due(sc) {
-                    if let Err(e) = self.maybe_checkpoint(tenant, sc).await {
-                        tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
-                    }
-                }
+            if let Some(sc) = local.as_mut()
+                && self.checkpoint_due(sc)
+                && let Err(e) = self.maybe_checkpoint(tenant, sc).await
+            {
+                tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
             }
             Ok(true)
         } else {

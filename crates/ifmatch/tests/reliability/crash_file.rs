@@ -141,10 +141,10 @@ pub fn wait_for_ack(log: &Path, run: u64, ack: &str, child: &mut Child) {
     let start = format!("start {run}");
     loop {
         let lines = log_lines(log);
-        if let Some(i) = lines.iter().position(|l| *l == start) {
-            if lines[i + 1..].iter().any(|l| l.starts_with(ack)) {
-                return;
-            }
+        if let Some(i) = lines.iter().position(|l| *l == start)
+            && lines[i + 1..].iter().any(|l| l.starts_with(ack))
+        {
+            return;
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("child run {run} exited before acknowledging a write: {status}");
