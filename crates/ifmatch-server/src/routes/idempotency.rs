@@ -85,7 +85,7 @@ pub struct IdempotencyBody {
     path = "/v1/idempotency/{key}",
     tag = "idempotency",
     params(("key" = inline(IdempotencyKeyParam), Path, description = "The idempotency key (may contain '/')")),
-    request_body(content = Option<ClaimRequest>, description = "The payload (optional; an empty body is a `null` payload)", content_type = "application/json"),
+    request_body(content = ClaimRequest, description = "The payload (optional; an empty body is a `null` payload)", content_type = "application/json"),
     responses(
         (status = 201, description = "Claimed by this request: do the work, then complete or abandon", body = IdempotencyBody),
         (status = 200, description = "Completed earlier: here is the result", body = IdempotencyBody),
@@ -139,7 +139,7 @@ pub async fn claim_key(
         ("key" = inline(IdempotencyKeyParam), Path, description = "The idempotency key"),
         ("Idempotency-Claim" = String, Header, description = "The claim id returned by the claim", pattern = r"^[\t\x20-\x7e]*$"),
     ),
-    request_body(content = Option<CompleteRequest>, description = "The result (optional; an empty body is a `null` result)", content_type = "application/json"),
+    request_body(content = CompleteRequest, description = "The result (optional; an empty body is a `null` result)", content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = IdempotencyBody),
         (status = 400, description = "No `Idempotency-Claim`, or an invalid key or JSON (`bad_request`)", body = ErrorBody),

@@ -142,7 +142,7 @@ fn ttl(v: Option<f64>) -> Result<Duration, ApiError> {
     path = "/v1/leases/{name}",
     tag = "leases",
     params(("name" = inline(LeaseNameParam), Path, description = "The lease name (may contain '/')")),
-    request_body(content = Option<AcquireRequest>, description = "TTL and wait, in seconds (both optional; an empty body takes the defaults)", content_type = "application/json"),
+    request_body(content = AcquireRequest, description = "TTL and wait, in seconds (both optional; an empty body takes the defaults)", content_type = "application/json"),
     responses(
         (status = 201, description = "Acquired", body = LeaseBody),
         (status = 400, description = "Invalid TTL, wait, name or JSON (`bad_request`)", body = ErrorBody),
@@ -183,7 +183,7 @@ pub async fn acquire_lease(
         ("name" = inline(LeaseNameParam), Path, description = "The lease name"),
         ("Lease-Owner" = String, Header, description = "The owner id returned at acquire", pattern = r"^[\t\x20-\x7e]*$"),
     ),
-    request_body(content = Option<RenewRequest>, description = "The new TTL in seconds (optional; an empty body takes the default)", content_type = "application/json"),
+    request_body(content = RenewRequest, description = "The new TTL in seconds (optional; an empty body takes the default)", content_type = "application/json"),
     responses(
         (status = 200, description = "Renewed", body = LeaseBody),
         (status = 400, description = "No `Lease-Owner`, or an invalid TTL, name or JSON (`bad_request`)", body = ErrorBody),

@@ -286,7 +286,7 @@ pub async fn put_object(
         )
     ),
     responses(
-        (status = 200, description = "The patched value, with its new ETag", content_type = "application/json"),
+        (status = 200, description = "The patched value, with its new ETag; its Content-Type is the one stored at PUT, else `application/json`", content_type = "*/*"),
         (status = 400, description = "A malformed patch document, key or header (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 409, description = "Other writers kept winning, or the value is not JSON", body = ErrorBody),
