@@ -53,7 +53,8 @@ pub struct AcquireRequest {
     pub ttl: Option<f64>,
     /// How long to wait for the current holder to release it, in seconds
     /// (default 0); shorter than the server's request timeout (30 s unless
-    /// `ifmatch serve` was told otherwise).
+    /// `ifmatch serve --request-timeout` says otherwise: `/openapi.json`
+    /// gives this server's).
     #[schema(minimum = 0, exclusive_maximum = 30, example = 0)]
     pub wait: Option<f64>,
 }
