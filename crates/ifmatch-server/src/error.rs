@@ -52,8 +52,10 @@ pub struct ErrorBody {
     /// A human-readable explanation.
     pub message: String,
     /// The key concerned, if any (an object key, lease name, idempotency key or tenant).
+    #[schema(required = true)]
     pub key: Option<String>,
     /// The key's current strong ETag, when known (on conflicts).
+    #[schema(required = true)]
     pub current_etag: Option<String>,
     /// `lease_held` / `not_owner`: the current holder's fingerprint (not its owner id).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -56,7 +57,7 @@ use crate::routes::ops::Health;
         BatchResultBody,
         StatementResultBody,
     )),
-    modifiers(&BearerScheme)
+    modifiers(&BearerScheme, &CommonResponses)
 )]
 pub struct ApiDoc;
 
@@ -78,5 +79,92 @@ impl Modify for BearerScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers every `/v1` operation can give besides its own, declared once
+/// as `components/responses` and referenced from each operation that does
+/// not say more about them itself: 400 (a malformed key, header or body),
+/// 401, 413 (operations with a body) and the server errors 500, 503 and 504.
+struct CommonResponses;
+
+/// `(status, component name, description)` of the shared responses.
+const COMMON: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "BadRequest",
+        "A malformed key, header or body (`bad_request`)",
+    ),
+    (
+        "401",
+        "Unauthorized",
+        "Missing, wrong or expired credentials (`unauthorized`); with `WWW-Authenticate: Bearer`",
+    ),
+    (
+        "413",
+        "PayloadTooLarge",
+        "The body is larger than the server's limit (`payload_too_large`)",
+    ),
+    (
+        "500",
+        "InternalError",
+        "The outcome of a write is unknown (`ambiguous`: re-read before retrying), or another failure (`internal`)",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "The store is unreachable (`unavailable`): retry later",
+    ),
+    (
+        "504",
+        "Timeout",
+        "The request took longer than the server's request timeout (`timeout`); a write may or may not have landed",
+    ),
+];
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (_, name, description) in COMMON {
+            components.responses.insert(
+                (*name).to_string(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(*description)
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build(),
+                ),
+            );
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.head,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let has_body = op.request_body.is_some();
+                for (status, name, _) in COMMON {
+                    if *status == "413" && !has_body {
+                        continue;
+                    }
+                    op.responses
+                        .responses
+                        .entry((*status).to_string())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+                }
+            }
+        }
     }
 }

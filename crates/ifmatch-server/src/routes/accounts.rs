@@ -39,12 +39,29 @@ pub fn routes() -> axum::Router<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// 3–32 characters of a-z, 0-9, '_', '.', '-' (ASCII letters are folded to lowercase).
+    /// 3–32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or
+    /// digit (ASCII letters are folded to lowercase).
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        example = "alice"
+    )]
     pub username: String,
-    /// At least 8 characters.
+    /// At least 8 characters, at most 1024 bytes of UTF-8.
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
-    /// A display name (optional).
+    /// A display name (optional): at most 256 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        example = "Alice"
+    )]
     pub name: String,
 }
 
@@ -52,9 +69,11 @@ pub struct RegisterRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    /// The username.
+    /// The username (folded to lowercase).
+    #[schema(example = "alice")]
     pub username: String,
-    /// The password.
+    /// The password (at most 1024 bytes of UTF-8).
+    #[schema(max_length = 1024, example = "correct horse battery staple")]
     pub password: String,
 }
 
@@ -112,10 +131,10 @@ pub struct MeBody {
     post,
     path = "/v1/users",
     tag = "accounts",
-    request_body(content = RegisterRequest),
+    request_body(content = RegisterRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered", body = UserBody),
-        (status = 400, description = "A rule broken (username, password, name)", body = ErrorBody),
+        (status = 400, description = "A rule broken (username, password, name), or invalid JSON (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No credentials, and registration is not open", body = ErrorBody),
         (status = 403, description = "A session user, and registration is not open", body = ErrorBody),
         (status = 409, description = "The username is taken (`user_exists`)", body = ErrorBody),
@@ -146,9 +165,10 @@ pub async fn register(
     post,
     path = "/v1/sessions",
     tag = "accounts",
-    request_body(content = LoginRequest),
+    request_body(content = LoginRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Logged in", body = SessionBody),
+        (status = 400, description = "A password longer than 1024 bytes, or invalid JSON (`bad_request`)", body = ErrorBody),
         (status = 401, description = "Wrong username or password (`invalid_credentials`)", body = ErrorBody),
     ),
     security(())

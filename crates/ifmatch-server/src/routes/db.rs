@@ -36,26 +36,91 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new().route("/v1/db", post(run_batch))
 }
 
+/// The OpenAPI schema of one SQL value, as a parameter or in a result row:
+/// `null`, a number, a string, a boolean (a parameter only; stored as 1/0)
+/// or a blob as `{"blob": "<hex>"}`.
+pub struct SqlValue;
+
+impl utoipa::PartialSchema for SqlValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        let of = |t: Type| ObjectBuilder::new().schema_type(t);
+        AnyOfBuilder::new()
+            .item(of(Type::Null))
+            .item(of(Type::Number))
+            .item(of(Type::String))
+            .item(of(Type::Boolean))
+            .item(
+                of(Type::Object)
+                    .property(
+                        "blob",
+                        of(Type::String)
+                            .pattern(Some("^(?:[0-9A-Fa-f]{2})*$"))
+                            .description(Some("The bytes in hex")),
+                    )
+                    .required("blob")
+                    .additional_properties(Some(
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                    )),
+            )
+            .description(Some(
+                "An SQL value: null, a number, a string, a boolean (parameters only, as 1/0) or a blob as {\"blob\": \"<hex>\"}",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SqlValue {}
+
+/// The OpenAPI schema of a tenant id: a key segment path (see
+/// [`crate::routes::extract::KEY_PATTERN`]) that fits the tenant's record keys.
+pub struct TenantParam;
+
+impl utoipa::PartialSchema for TenantParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        // The tenant's records live at `tenants/<tenant>/head`, `.../log/<seq>`, ...
+        let max = ifmatch::key::MAX_KEY_BYTES - "tenants/".len() - "/checkpoint/".len() - 20;
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max))
+            .pattern(Some(crate::routes::extract::KEY_PATTERN))
+            .description(Some(
+                "The tenant: required with the operator key; for a session user, absent or \
+                 their own username. The key rules apply (no empty, '.' or '..' segment, \
+                 control character or backslash), and no segment may be 'log', \
+                 'checkpoint' or 'head'",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TenantParam {}
+
 /// One statement.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatementRequest {
     /// One SQL statement.
+    #[schema(example = "SELECT 1")]
     pub sql: String,
     /// Positional parameters (`?`, `?NNN`).
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<SqlValue>)]
     pub params: Vec<serde_json::Value>,
 }
 
 /// The body of `POST /v1/db`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tenant": "alice", "statements": [{"sql": "SELECT ?1 AS answer", "params": [42]}]}))]
 pub struct BatchRequest {
-    /// The statements, run in order as one transaction.
+    /// The statements, run in order as one transaction (at least one).
+    #[schema(min_items = 1)]
     pub statements: Vec<StatementRequest>,
     /// The tenant: required for the operator; a user's own username or absent.
     #[serde(default)]
+    #[schema(value_type = Option<TenantParam>)]
     pub tenant: Option<String>,
 }
 
@@ -65,7 +130,7 @@ pub struct StatementResultBody {
     /// Column names.
     pub columns: Vec<String>,
     /// Rows of JSON values (blobs as `{"blob": "<hex>"}`).
-    #[schema(value_type = Vec<Vec<Object>>)]
+    #[schema(value_type = Vec<Vec<SqlValue>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
     /// Rows inserted, updated or deleted by the statement (and its triggers).
     pub changes: u64,
@@ -102,10 +167,10 @@ impl From<BatchResult> for BatchResultBody {
     post,
     path = "/v1/db",
     tag = "db",
-    request_body(content = BatchRequest),
+    request_body(content = BatchRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The results", body = BatchResultBody),
-        (status = 400, description = "SQL error (`sql_error`), or an operator batch without a tenant", body = ErrorBody),
+        (status = 400, description = "SQL error or a bad parameter or empty batch (`sql_error`); an operator batch without a tenant, an invalid tenant or invalid JSON (`bad_request`)", body = ErrorBody),
         (status = 403, description = "Refused by the sandbox (`sql_denied`), or another user's tenant", body = ErrorBody),
         (status = 409, description = "Other writers kept winning", body = ErrorBody),
         (status = 422, description = "A time, row, size or statement limit (`limit_exceeded`)", body = ErrorBody),

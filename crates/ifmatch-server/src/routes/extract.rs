@@ -74,3 +74,66 @@ pub fn required_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<&
         .to_str()
         .map_err(|_| ApiError::BadRequest(format!("the {name} header must be printable ASCII")))
 }
+
+/// The rules of a key ([`ifmatch::key::validate_key`]) as a JSON Schema
+/// pattern: `/`-separated segments, none empty, `.` or `..`, without control
+/// characters or backslashes (so no leading, trailing or doubled `/`).
+pub const KEY_PATTERN: &str = concat!(
+    r"^(?:[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*",
+    r"|\.[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*",
+    r"|\.\.[^/\\\x00-\x1f\x7f-\x9f]+)",
+    r"(?:/(?:[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*",
+    r"|\.[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*",
+    r"|\.\.[^/\\\x00-\x1f\x7f-\x9f]+))*$"
+);
+
+/// The schema of a key in a path, stored under `prefix`: the key rules, and
+/// at most [`ifmatch::key::MAX_KEY_BYTES`] bytes with the prefix.
+fn key_schema(prefix: &str, what: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let max = ifmatch::key::MAX_KEY_BYTES - prefix.len();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(KEY_PATTERN))
+        .description(Some(format!(
+            "{what}: at most {max} bytes of UTF-8 in '/'-separated segments; \
+             no empty, '.' or '..' segment, control character or backslash \
+             (percent-encode it in the URL; '/' may be sent as is)"
+        )))
+        .into()
+}
+
+macro_rules! key_param {
+    ($(#[$doc:meta])* $ty:ident, $prefix:expr, $what:expr) => {
+        $(#[$doc])*
+        pub struct $ty;
+
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+                key_schema($prefix, $what)
+            }
+        }
+
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+
+key_param!(
+    /// The OpenAPI schema of `{key}` in `/v1/objects/{key}`.
+    ObjectKeyParam,
+    "",
+    "The object key"
+);
+key_param!(
+    /// The OpenAPI schema of `{name}` in `/v1/leases/{name}`.
+    LeaseNameParam,
+    ifmatch::lease::DEFAULT_PREFIX,
+    "The lease name"
+);
+key_param!(
+    /// The OpenAPI schema of `{key}` in `/v1/idempotency/{key}`.
+    IdempotencyKeyParam,
+    ifmatch::idempotency::DEFAULT_PREFIX,
+    "The idempotency key"
+);

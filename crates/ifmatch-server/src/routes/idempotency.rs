@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::extract::{JsonBody, ObjectKey, required_header};
+use crate::routes::extract::{IdempotencyKeyParam, JsonBody, ObjectKey, required_header};
 
 /// The header that carries the claim id on complete and abandon.
 pub const CLAIM_HEADER: &str = "idempotency-claim";
@@ -84,11 +84,13 @@ pub struct IdempotencyBody {
     post,
     path = "/v1/idempotency/{key}",
     tag = "idempotency",
-    params(("key" = String, Path, description = "The idempotency key (may contain '/')")),
-    request_body(content = ClaimRequest, description = "The payload (optional)"),
+    params(("key" = inline(IdempotencyKeyParam), Path, description = "The idempotency key (may contain '/')")),
+    request_body(content = ClaimRequest, description = "The payload (optional; an empty body is a `null` payload)", content_type = "application/json"),
     responses(
         (status = 201, description = "Claimed by this request: do the work, then complete or abandon", body = IdempotencyBody),
         (status = 200, description = "Completed earlier: here is the result", body = IdempotencyBody),
+        (status = 400, description = "An invalid key or JSON (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "In progress elsewhere (`in_progress`)", body = ErrorBody),
         (status = 422, description = "The key was used for a different payload (`payload_mismatch`)", body = ErrorBody),
     ),
@@ -134,12 +136,14 @@ pub async fn claim_key(
     path = "/v1/idempotency/{key}",
     tag = "idempotency",
     params(
-        ("key" = String, Path, description = "The idempotency key"),
-        ("Idempotency-Claim" = String, Header, description = "The claim id returned by the claim"),
+        ("key" = inline(IdempotencyKeyParam), Path, description = "The idempotency key"),
+        ("Idempotency-Claim" = String, Header, description = "The claim id returned by the claim", pattern = r"^[\t\x20-\x7e]*$"),
     ),
-    request_body(content = CompleteRequest, description = "The result"),
+    request_body(content = CompleteRequest, description = "The result (optional; an empty body is a `null` result)", content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = IdempotencyBody),
+        (status = 400, description = "No `Idempotency-Claim`, or an invalid key or JSON (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Not held by this claim (`not_claim_holder`)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -172,11 +176,13 @@ pub async fn complete_key(
     path = "/v1/idempotency/{key}",
     tag = "idempotency",
     params(
-        ("key" = String, Path, description = "The idempotency key"),
-        ("Idempotency-Claim" = String, Header, description = "The claim id returned by the claim"),
+        ("key" = inline(IdempotencyKeyParam), Path, description = "The idempotency key"),
+        ("Idempotency-Claim" = String, Header, description = "The claim id returned by the claim", pattern = r"^[\t\x20-\x7e]*$"),
     ),
     responses(
         (status = 204, description = "Abandoned (or there was no record)"),
+        (status = 400, description = "No `Idempotency-Claim`, or an invalid key (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Not held by this claim, or already completed (`not_claim_holder`)", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::extract::{JsonBody, ObjectKey, required_header};
+use crate::routes::extract::{JsonBody, LeaseNameParam, ObjectKey, required_header};
 
 /// The header that carries the owner id on renew and release.
 pub const OWNER_HEADER: &str = "lease-owner";
@@ -48,9 +48,14 @@ pub fn routes() -> axum::Router<AppState> {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
-    /// How long the lease lasts unless renewed, in seconds (default 30, at most a day).
+    /// How long the lease lasts unless renewed, in seconds (default 30; from 0.001 to a day).
+    #[schema(minimum = 0.001, maximum = 86400, example = 30)]
     pub ttl: Option<f64>,
-    /// How long to wait for the current holder to release it, in seconds (default 0).
+    /// How long to wait for the current holder to release it, in seconds
+    /// (default 0); shorter than the server's request timeout (30 s unless
+    /// `ifmatch serve --request-timeout` says otherwise: `/openapi.json`
+    /// gives this server's).
+    #[schema(minimum = 0, exclusive_maximum = 30, example = 0)]
     pub wait: Option<f64>,
 }
 
@@ -58,7 +63,8 @@ pub struct AcquireRequest {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
-    /// The new TTL from now, in seconds (default 30, at most a day).
+    /// The new TTL from now, in seconds (default 30; from 0.001 to a day).
+    #[schema(minimum = 0.001, maximum = 86400, example = 30)]
     pub ttl: Option<f64>,
 }
 
@@ -136,12 +142,12 @@ fn ttl(v: Option<f64>) -> Result<Duration, ApiError> {
     post,
     path = "/v1/leases/{name}",
     tag = "leases",
-    params(("name" = String, Path, description = "The lease name (may contain '/')")),
-    request_body(content = AcquireRequest, description = "TTL and wait, in seconds (both optional)"),
+    params(("name" = inline(LeaseNameParam), Path, description = "The lease name (may contain '/')")),
+    request_body(content = AcquireRequest, description = "TTL and wait, in seconds (both optional; an empty body takes the defaults)", content_type = "application/json"),
     responses(
         (status = 201, description = "Acquired", body = LeaseBody),
-        (status = 400, description = "Invalid TTL, wait or name", body = ErrorBody),
-        (status = 403, description = "Outside the caller's scope", body = ErrorBody),
+        (status = 400, description = "Invalid TTL, wait, name or JSON (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Held by another owner (`lease_held`, with `holder` and `expires_in_ms`)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -175,12 +181,14 @@ pub async fn acquire_lease(
     path = "/v1/leases/{name}",
     tag = "leases",
     params(
-        ("name" = String, Path, description = "The lease name"),
-        ("Lease-Owner" = String, Header, description = "The owner id returned at acquire"),
+        ("name" = inline(LeaseNameParam), Path, description = "The lease name"),
+        ("Lease-Owner" = String, Header, description = "The owner id returned at acquire", pattern = r"^[\t\x20-\x7e]*$"),
     ),
-    request_body(content = RenewRequest, description = "The new TTL in seconds (optional)"),
+    request_body(content = RenewRequest, description = "The new TTL in seconds (optional; an empty body takes the default)", content_type = "application/json"),
     responses(
         (status = 200, description = "Renewed", body = LeaseBody),
+        (status = 400, description = "No `Lease-Owner`, or an invalid TTL, name or JSON (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Not held by this owner (`not_owner`)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -213,11 +221,13 @@ pub async fn renew_lease(
     path = "/v1/leases/{name}",
     tag = "leases",
     params(
-        ("name" = String, Path, description = "The lease name"),
-        ("Lease-Owner" = String, Header, description = "The owner id returned at acquire"),
+        ("name" = inline(LeaseNameParam), Path, description = "The lease name"),
+        ("Lease-Owner" = String, Header, description = "The owner id returned at acquire", pattern = r"^[\t\x20-\x7e]*$"),
     ),
     responses(
         (status = 204, description = "Released (or already released by this owner)"),
+        (status = 400, description = "No `Lease-Owner`, or an invalid name (`bad_request`)", body = ErrorBody),
+        (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Not held by this owner (`not_owner`)", body = ErrorBody),
     ),
     security(("bearer" = []))

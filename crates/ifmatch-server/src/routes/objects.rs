@@ -32,7 +32,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::objects::{self, Read, ReadMeta};
 use crate::patch::{Patch, PatchFormat};
 use crate::precondition::{Preconditions, etag_for};
-use crate::routes::extract::{Body, ObjectKey};
+use crate::routes::extract::{Body, ObjectKey, ObjectKeyParam};
 
 /// The prefix of user metadata headers.
 pub const META_HEADER_PREFIX: &str = "x-ifmatch-meta-";
@@ -59,6 +59,41 @@ pub struct WriteResult {
     pub key: String,
     /// Its new strong ETag.
     pub etag: String,
+}
+
+/// The name of an RFC 6902 operation.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum JsonPatchOp {
+    /// Adds a value (`/-` appends to an array).
+    Add,
+    /// Removes the value at `path`.
+    Remove,
+    /// Replaces the value at `path`.
+    Replace,
+    /// Moves the value at `from` to `path`.
+    Move,
+    /// Copies the value at `from` to `path`.
+    Copy,
+    /// Fails the patch unless the value at `path` equals `value`.
+    Test,
+}
+
+/// One operation of an RFC 6902 JSON Patch (only described here: the patch
+/// is parsed by [`crate::patch`]).
+#[derive(utoipa::ToSchema)]
+pub struct JsonPatchOperation {
+    /// The operation.
+    pub op: JsonPatchOp,
+    /// A JSON Pointer (RFC 6901) to the target.
+    #[schema(pattern = "^(/([^~/]|~[01])*)*$", example = "/modifications/-")]
+    pub path: String,
+    /// The value (`add`, `replace`, `test`).
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub value: Option<serde_json::Value>,
+    /// A JSON Pointer to the source (`move`, `copy`).
+    #[schema(pattern = "^(/([^~/]|~[01])*)*$")]
+    pub from: Option<String>,
 }
 
 fn etag_header(v: &Version) -> HeaderValue {
@@ -124,9 +159,9 @@ fn metadata_from_headers(headers: &HeaderMap) -> Result<Metadata, ApiError> {
     path = "/v1/objects/{key}",
     tag = "objects",
     params(
-        ("key" = String, Path, description = "The key (may contain '/')"),
-        ("If-None-Match" = Option<String>, Header, description = "304 if one of these ETags (weak comparison) or * matches"),
-        ("If-Match" = Option<String>, Header, description = "412 unless one of these ETags (strong comparison) or * matches"),
+        ("key" = inline(ObjectKeyParam), Path, description = "The key (may contain '/')"),
+        ("If-None-Match" = Option<String>, Header, description = "304 if one of these ETags (weak comparison) or * matches", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
+        ("If-Match" = Option<String>, Header, description = "412 unless one of these ETags (strong comparison) or * matches", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
     ),
     responses(
         (status = 200, description = "The value, with its ETag"),
@@ -161,7 +196,7 @@ pub async fn get_object(
     head,
     path = "/v1/objects/{key}",
     tag = "objects",
-    params(("key" = String, Path, description = "The key")),
+    params(("key" = inline(ObjectKeyParam), Path, description = "The key")),
     responses(
         (status = 200, description = "ETag, Content-Length and metadata headers"),
         (status = 304, description = "Not modified"),
@@ -196,9 +231,9 @@ pub async fn head_object(
     path = "/v1/objects/{key}",
     tag = "objects",
     params(
-        ("key" = String, Path, description = "The key"),
-        ("If-Match" = Option<String>, Header, description = "Write only over one of these ETags (or * for any existing value)"),
-        ("If-None-Match" = Option<String>, Header, description = "* : create only"),
+        ("key" = inline(ObjectKeyParam), Path, description = "The key"),
+        ("If-Match" = Option<String>, Header, description = "Write only over one of these ETags (or * for any existing value)", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
+        ("If-None-Match" = Option<String>, Header, description = "* : create only", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
     ),
     request_body(content = Vec<u8>, description = "The value", content_type = "application/octet-stream"),
     responses(
@@ -240,12 +275,19 @@ pub async fn put_object(
     path = "/v1/objects/{key}",
     tag = "objects",
     params(
-        ("key" = String, Path, description = "The key"),
-        ("If-Match" = Option<String>, Header, description = "Strict: 412 unless the value is still at this ETag. Without it the server re-applies the patch on conflicts."),
+        ("key" = inline(ObjectKeyParam), Path, description = "The key"),
+        ("If-Match" = Option<String>, Header, description = "Strict: 412 unless the value is still at this ETag. Without it the server re-applies the patch on conflicts.", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
     ),
-    request_body(content = serde_json::Value, description = "RFC 7396 merge patch or RFC 6902 JSON patch", content_type = "application/merge-patch+json"),
+    request_body(
+        description = "An RFC 7396 merge patch or an RFC 6902 JSON Patch, by Content-Type",
+        content(
+            (serde_json::Value = "application/merge-patch+json"),
+            (Vec<JsonPatchOperation> = "application/json-patch+json"),
+        )
+    ),
     responses(
-        (status = 200, description = "The patched value, with its new ETag"),
+        (status = 200, description = "The patched value, with its new ETag; its Content-Type is the one stored at PUT, else `application/json`", content_type = "*/*"),
+        (status = 400, description = "A malformed patch document, key or header (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 409, description = "Other writers kept winning, or the value is not JSON", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
@@ -288,8 +330,8 @@ pub async fn patch_object(
     path = "/v1/objects/{key}",
     tag = "objects",
     params(
-        ("key" = String, Path, description = "The key"),
-        ("If-Match" = Option<String>, Header, description = "Delete only at one of these ETags"),
+        ("key" = inline(ObjectKeyParam), Path, description = "The key"),
+        ("If-Match" = Option<String>, Header, description = "Delete only at one of these ETags", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
     ),
     responses(
         (status = 204, description = "Deleted (or already absent, without preconditions)"),

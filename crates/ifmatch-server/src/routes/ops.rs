@@ -1,6 +1,7 @@
 //! Operational routes, open without the operator key: `/healthz`, `/metrics`, `/openapi.json`.
 
 use axum::Json;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
@@ -53,8 +54,27 @@ pub async fn metrics() -> Response {
     }
 }
 
-/// The OpenAPI document of this server.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document of this server, with this server's limits.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 JSON", content_type = "application/json")))]
+pub async fn openapi(State(app): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    set_wait_limit(&mut doc, app.config().request_timeout.as_secs_f64());
+    Json(doc)
+}
+
+/// A lease acquire's `wait` must be shorter than the request timeout, which
+/// `ifmatch serve --request-timeout` sets: say so in the served document.
+fn set_wait_limit(doc: &mut utoipa::openapi::OpenApi, timeout_secs: f64) {
+    use utoipa::openapi::{RefOr, Schema};
+    let wait = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("AcquireRequest"))
+        .and_then(|s| match s {
+            RefOr::T(Schema::Object(o)) => o.properties.get_mut("wait"),
+            _ => None,
+        });
+    if let Some(RefOr::T(Schema::Object(wait))) = wait {
+        wait.exclusive_maximum = Some(utoipa::Number::Float(timeout_secs));
+    }
 }
