@@ -88,8 +88,8 @@ impl utoipa::PartialSchema for TenantParam {
             .description(Some(
                 "The tenant: required with the operator key; for a session user, absent or \
                  their own username. The key rules apply (no empty, '.' or '..' segment, \
-                 control character or backslash), and no segment may be 'log', \
-                 'checkpoint' or 'head'",
+                 control character or backslash), and no segment after the first may be \
+                 'log', 'checkpoint' or 'head'",
             ))
             .into()
     }

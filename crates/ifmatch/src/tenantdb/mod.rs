@@ -959,14 +959,20 @@ impl TenantDbs {
     /// Validates the tenant id and marks its slot in use.
     fn enter(&self, tenant: &str) -> Result<InUse> {
         crate::key::validate_key(&self.key(tenant, "head"))?;
+        // Keeps one tenant's keys from nesting inside another's: tenant `a`
+        // keeps `a/head`, `a/log/<seq>` and `a/checkpoint/<seq>`, so a nested
+        // tenant `a/log` (or `a/head/..`) would land among them. Only a later
+        // segment can do that; a first segment can be any name (a user
+        // called `log` still gets a database).
         if tenant
             .split('/')
+            .skip(1)
             .any(|s| s == "log" || s == "checkpoint" || s == "head")
         {
-            // Keeps one tenant's keys from nesting inside another's.
             return Err(Error::InvalidKey {
                 key: tenant.chars().take(80).collect(),
-                reason: "a tenant id may not contain a 'log', 'checkpoint' or 'head' segment"
+                reason: "a nested tenant id may not have a 'log', 'checkpoint' or 'head' \
+                         segment after its first"
                     .into(),
             }
             .into());

@@ -553,10 +553,25 @@ pub async fn failures_roll_back(store: DynStore) {
     add_note(&dbs, "fail", 4).await;
     assert_eq!(note_ids(&dbs, "fail").await, [1, 4]);
     // Bad tenant ids go through key validation.
-    for bad in ["", "../x", "a//b", "a/log/b", "/abs"] {
+    for bad in [
+        "",
+        "../x",
+        "a//b",
+        "a/log/b",
+        "a/head",
+        "x/checkpoint",
+        "/abs",
+    ] {
         let e = dbs.write(bad, |_| Ok(())).await.expect_err(bad);
         assert_eq!(e.kind(), ifmatch::ErrorKind::Invalid, "{bad}: {e}");
     }
+    // A reserved word as the first segment is an ordinary tenant (a user
+    // called `log`), and keeps its notes apart from its neighbours'.
+    for name in ["log", "head", "checkpoint", "log/x"] {
+        add_note(&dbs, name, 7).await;
+        assert_eq!(note_ids(&dbs, name).await, [7], "{name}");
+    }
+    assert_eq!(note_ids(&dbs, "fail").await, [1, 4]);
 }
 
 /// Export writes a standalone file; import creates a tenant from one.
