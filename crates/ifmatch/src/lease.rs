@@ -293,10 +293,31 @@ pub struct LeaseInfo {
     pub token: u64,
     /// Whether the last holder released it.
     pub released: bool,
+    /// When the current (or last) holder acquired it, by its clock.
+    pub acquired_at: SystemTime,
     /// When it expires (or was released), by the writer's clock.
     pub expires_at: SystemTime,
     /// The record's version.
     pub version: Version,
+}
+
+impl LeaseInfo {
+    /// The held lease this record describes, renewing by `ttl` (`None` if it
+    /// was released): for a holder that could not keep its [`Lease`] value,
+    /// such as an HTTP client between requests, once it has proved it is
+    /// [`LeaseInfo::owner`]. Renew and release stay conditional on
+    /// [`LeaseInfo::version`], so a lease rebuilt from a stale read cannot land.
+    pub fn into_lease(self, ttl: Duration) -> Option<Lease> {
+        (!self.released).then(|| Lease {
+            name: self.name,
+            owner: self.owner,
+            token: self.token,
+            acquired_at_ms: to_ms(self.acquired_at),
+            expires_at_ms: to_ms(self.expires_at),
+            ttl_ms: ttl.as_millis() as u64,
+            version: self.version,
+        })
+    }
 }
 
 /// The state of a lease held by [`Leases::with_lease`], as the work future sees it.
@@ -550,6 +571,7 @@ impl Leases {
             owner: rec.owner,
             token: rec.token,
             released: rec.state == State::Released,
+            acquired_at: from_ms(rec.acquired_at_ms),
             expires_at: from_ms(rec.expires_at_ms),
             version,
         }))
