@@ -26,6 +26,8 @@
 //! - [`tenantdb`]: per-tenant SQLite databases in the store, with a local
 //!   cache; commits upload only the pages they change.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
+//! - [`sim`]: deterministic simulation support (seeded fault weather, simulated
+//!   clients, exactly-once bookkeeping) for testing code on top of ifmatch.
 //! - [`accounts`]: users with a conditional create, argon2id password hashes
 //!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
 //!
@@ -55,6 +57,7 @@ pub mod idempotency;
 pub mod key;
 pub mod lease;
 pub mod retry;
+pub mod sim;
 pub mod snapshot;
 pub mod store;
 pub mod tenantdb;

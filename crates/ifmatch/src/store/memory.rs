@@ -1,7 +1,9 @@
 //! `memory://`: an in-process store for tests and single-process use.
 //!
 //! Versions come from one counter per store and never repeat, even after a
-//! key is deleted and created again.
+//! key is deleted and created again. [`MemoryStore::with_content_versions`]
+//! makes them behave like S3's ETags instead (a hash of the body: the same
+//! bytes give the same version), so tests can meet S3's semantics without S3.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::{
     Condition, Fetch, ListEntry, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
@@ -22,12 +25,24 @@ use crate::key::{validate_key, validate_metadata, validate_prefix};
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Object>>,
     counter: AtomicU64,
+    content_versions: bool,
 }
 
 impl MemoryStore {
     /// A new, empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new, empty store whose versions are a hash of the body, like S3's
+    /// ETags of single-part uploads: writing the same bytes again gives the
+    /// same version (so a version can come back: A, B, A), and a change of
+    /// metadata alone does not change it.
+    pub fn with_content_versions() -> Self {
+        MemoryStore {
+            content_versions: true,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Object>> {
@@ -73,8 +88,14 @@ impl Store for MemoryStore {
         validate_metadata(&opts.metadata)?;
         let mut map = self.lock();
         check_condition(key, &opts.condition, map.get(key).map(|o| &o.meta.version))?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let version = Version::new(format!("m{n}"));
+        let version = if self.content_versions {
+            let digest = Sha256::digest(&body);
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            Version::new(hex)
+        } else {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+            Version::new(format!("m{n}"))
+        };
         map.insert(
             key.to_string(),
             Object {

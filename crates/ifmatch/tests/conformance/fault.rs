@@ -65,6 +65,7 @@ async fn race_with_errors_latency_and_lost_responses() {
             error_rate: 0.10,
             lost_response_rate: 0.10,
             latency: (Duration::from_micros(100), Duration::from_millis(2)),
+            ..FaultConfig::default()
         },
         SharedRng::seeded(7),
     );
