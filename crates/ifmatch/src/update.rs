@@ -9,17 +9,43 @@
 //!
 //! ## Never lost, never applied twice
 //!
-//! Every write stamps a fresh random write id into the value's metadata
-//! (`ifmatch-wid`), with the ids of the writes before it (`ifmatch-hist`, the
-//! last [`HISTORY`]) and a count of writes since the key was created
-//! (`ifmatch-seq`). If a write's response is lost ([`Error::Ambiguous`]), the
-//! loop re-reads the key and decides from that history:
+//! Every update gets one random **write id**, carried by each of its writes
+//! in the value's metadata (`ifmatch-wid`), with the ids of the writes before
+//! it (`ifmatch-hist`: up to the last [`HISTORY`], as many as the user's own
+//! metadata leaves room for, never fewer than [`MIN_HISTORY`]) and a count
+//! of writes since the key was created (`ifmatch-seq`).
 //!
-//! - our id is in the history: the write landed; done, without re-applying;
-//! - the write we conditioned on is in the history and followed by another
-//!   id: ours cannot have landed (only one write can follow a version); re-apply;
-//! - the history cannot tell (more than [`HISTORY`] writes since, or a writer
-//!   outside the loop): return [`UpdateError::Ambiguous`] rather than guess.
+//! An answer can fail to say whether a write landed: `Ambiguous` (the answer
+//! was lost, or the request may still be on its way and land later), or a
+//! `Conflict` that is really the answer to a *duplicated* delivery of our own
+//! write that already landed. Such a write is settled from the key's state,
+//! and only from evidence that cannot change later:
+//!
+//! - our id is in the history: it landed; done, without re-applying;
+//! - the write we conditioned on is followed by another id: ours can never
+//!   land (only one write can follow a version, and versions never repeat);
+//!   re-apply on the new value;
+//! - the key is still at the version we conditioned on: ours may still be on
+//!   its way, so **the identical write is sent again** (same id, same
+//!   condition): at most one copy can land, and its answer, or the next read,
+//!   decides;
+//! - the history cannot tell (more writes since than it keeps, a writer
+//!   outside the loop, a delete): [`UpdateError::Ambiguous`], never a guess.
+//!
+//! A brownout that fails the read-back too is waited out within the retry
+//! budget; when the budget ends undecided the result is
+//! [`UpdateError::Ambiguous`]. Because an update keeps one id across its
+//! attempts, [`update_with_id`] lets a caller give a *retried request* the
+//! same id (say, from an `Idempotency-Key`) and get exactly-once across
+//! calls and processes.
+//!
+//! Residual risks, not covered: a plain `Conflict` whose duplicated delivery
+//! landed and whose evidence was erased before our read-back (more writes
+//! than the history keeps, or a delete) is taken as a conflict; on stores
+//! whose versions can repeat (S3's ETags are body hashes), a late write can
+//! land again if the key returns to byte-identical content while it is on
+//! its way; a late create (`If-None-Match: *`) can land after the key is
+//! deleted again.
 //!
 //! ## Observability
 //!
@@ -33,11 +59,22 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::clock::SharedRng;
 use crate::error::{BoxError, Error};
-use crate::retry::RetryPolicy;
+use crate::key::MAX_METADATA_BYTES;
+use crate::retry::{Attempts, RetryPolicy};
 use crate::store::{Condition, Metadata, Object, PutOptions, Store, Version};
 
 /// How many earlier write ids a value carries in its metadata.
 pub const HISTORY: usize = 64;
+
+/// The fewest earlier write ids the loop keeps: user metadata may take only
+/// what leaves room for them (see [`MAX_METADATA_BYTES`]).
+pub const MIN_HISTORY: usize = 8;
+
+/// The length of the loop's own random write ids (12 hex digits).
+const WRITE_ID_LEN: usize = 12;
+
+/// The longest write id a caller may choose ([`update_with_id`]).
+pub const MAX_WRITE_ID_LEN: usize = 32;
 
 /// Metadata name of the write id.
 pub const META_WRITE_ID: &str = "ifmatch-wid";
@@ -85,6 +122,9 @@ pub struct Updated {
     pub conflicts: u32,
     /// Lost responses resolved on the way.
     pub ambiguous_resolved: u32,
+    /// The change had already landed in an earlier call with the same write
+    /// id ([`update_with_id`]); the closure did not run.
+    pub replayed: bool,
 }
 
 /// Why an update failed.
@@ -183,58 +223,195 @@ impl Lineage {
         self.seq != u64::MAX && self.seq as usize <= self.ids.len()
     }
 
-    /// The metadata entries of the write `wid` that follows this lineage.
-    fn next(&self, wid: &str, metadata: &mut Metadata) {
-        let keep = self.ids.len().saturating_sub(HISTORY - 1);
-        let hist = self.ids[keep..].join(",");
+    /// The metadata entries of the write `wid` that follows this lineage,
+    /// added to the caller's `metadata`. The history keeps as many earlier
+    /// ids (newest first, at most [`HISTORY`] − 1) as fit in the metadata
+    /// budget ([`MAX_METADATA_BYTES`]) that the caller's own metadata leaves,
+    /// so user metadata and the loop's bookkeeping never exceed the limit
+    /// together; at least [`MIN_HISTORY`] ids must fit.
+    fn next(&self, key: &str, wid: &str, metadata: &mut Metadata) -> Result<(), Error> {
+        let seq = if self.seq == u64::MAX {
+            "?".to_string()
+        } else {
+            (self.seq + 1).to_string()
+        };
+        let user: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let own = META_WRITE_ID.len() + wid.len() + META_SEQ.len() + seq.len() + META_HISTORY.len();
+        let needed = own + MIN_HISTORY * (WRITE_ID_LEN + 1);
+        if user + needed > MAX_METADATA_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the user metadata of key '{key}' takes {user} bytes; with the update loop's own bookkeeping ({needed} bytes) that passes the limit of {MAX_METADATA_BYTES} bytes: keep user metadata under {} bytes",
+                MAX_METADATA_BYTES - needed
+            )));
+        }
+        let room = MAX_METADATA_BYTES - user - own;
+        // Newest first, as many as fit (each id costs its length plus a comma).
+        let mut kept = 0usize;
+        let mut bytes = 0usize;
+        for id in self.ids.iter().rev().take(HISTORY - 1) {
+            let cost = id.len() + usize::from(kept > 0);
+            if bytes + cost > room {
+                break;
+            }
+            bytes += cost;
+            kept += 1;
+        }
+        let hist = self.ids[self.ids.len() - kept..].join(",");
         metadata.insert(META_WRITE_ID.into(), wid.into());
         metadata.insert(META_HISTORY.into(), hist);
-        let seq = if self.seq == u64::MAX {
-            u64::MAX
-        } else {
-            self.seq + 1
-        };
-        metadata.insert(
-            META_SEQ.into(),
-            if seq == u64::MAX {
-                "?".into()
-            } else {
-                seq.to_string()
-            },
-        );
+        metadata.insert(META_SEQ.into(), seq);
+        Ok(())
     }
 }
 
-/// Whether a lost write landed, judged from the key's state afterwards.
+/// What the key's state says about a write whose answer did not settle it.
 #[derive(Debug, PartialEq, Eq)]
 enum Landed {
+    /// Our write id is in the key's history: it landed.
     Yes,
+    /// Another write followed the version ours was conditioned on: ours can never land.
     No,
+    /// The key is still at the version ours was conditioned on: ours may
+    /// still be on its way (late delivery), so nothing is decided yet.
+    Pending,
+    /// The history cannot tell.
     Unknown,
 }
 
-fn judge(base: &Lineage, wid: &str, now: Option<&Object>) -> Landed {
+fn judge(
+    base: &Lineage,
+    base_version: Option<&Version>,
+    wid: &str,
+    now: Option<&Object>,
+) -> Landed {
     let after = Lineage::of(now);
     if after.ids.iter().any(|id| id == wid) {
         return Landed::Yes;
     }
+    match (base_version, now) {
+        (None, None) => return Landed::Pending,
+        (Some(v), Some(o)) if &o.meta.version == v => return Landed::Pending,
+        _ => {}
+    }
     match base.current() {
-        // We conditioned on a loop write: if it is still in the history, its
-        // successor (if any) is the only write that could follow it.
+        // We conditioned on a loop write: another id after it in the history
+        // is the one write that could follow it, so ours never will.
         Some(prev) => match after.ids.iter().position(|id| id == prev) {
-            Some(_) if now.is_some() => Landed::No,
+            Some(i) if i + 1 < after.ids.len() => Landed::No,
             _ => Landed::Unknown,
         },
-        // We created the key: a complete history without our id says no.
+        // We created the key: a complete history without our id says another
+        // writer created it, and a create can only land on an absent key.
         None if base.seq == 0 => {
-            if now.is_none() || !after.complete() {
-                Landed::Unknown
-            } else {
+            if now.is_some() && after.complete() {
                 Landed::No
+            } else {
+                Landed::Unknown
             }
         }
         // We conditioned on a value written outside the loop.
         None => Landed::Unknown,
+    }
+}
+
+/// How a write of the loop ended, once settled.
+enum Settled {
+    /// It landed; the version now (and the object, when read back).
+    Landed(Option<Version>, Option<Object>),
+    /// It did not land and never will; the key as read afterwards.
+    Lost(Option<Object>),
+    /// It did not land (a transient refusal before any send could land).
+    Refused(Error),
+    /// Its outcome could not be settled within the budget.
+    Unknown,
+}
+
+/// Sends one write of the loop and settles its outcome.
+///
+/// An answer that does not settle it — `Ambiguous` (lost or not received:
+/// the write may still land later), or a `Conflict` that may be a
+/// duplicated delivery of our own landed write — is settled from the key's
+/// state: our write id there means it landed; another write after our base
+/// means it never will; the key still at our base means it may be on its
+/// way, and then **the identical write is sent again** (same id, same
+/// condition): at most one of the copies can land, and the next answer or
+/// read decides. A transient refusal after an unsettled send keeps settling
+/// the same way; without one it is [`Settled::Refused`] and the caller
+/// re-reads and re-applies (nothing landed).
+#[allow(clippy::too_many_arguments)]
+async fn settle_put(
+    store: &dyn Store,
+    key: &str,
+    body: Bytes,
+    opts: PutOptions,
+    base: &Lineage,
+    base_version: Option<&Version>,
+    wid: &str,
+    policy: &RetryPolicy,
+    attempts: &mut Attempts<'_>,
+) -> Result<Settled, UpdateError> {
+    // Whether a send of this write may have landed without our knowing.
+    let mut unsettled = false;
+    loop {
+        let answer = store.put(key, body.clone(), opts.clone()).await;
+        let ambiguous = matches!(answer, Err(Error::Ambiguous { .. }));
+        match answer {
+            Ok(v) => return Ok(Settled::Landed(Some(v), None)),
+            Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Ambiguous { .. }) => {
+                unsettled |= ambiguous;
+                let now = match read(store, key, policy).await {
+                    Ok(now) => now,
+                    Err(e) if !e.is_retryable() => return Err(e.into()),
+                    // The read-back failed too (a brownout): send again if the budget allows.
+                    Err(_) => {
+                        unsettled = true;
+                        if attempts.backoff().await {
+                            attempts.begin();
+                            continue;
+                        }
+                        return Ok(Settled::Unknown);
+                    }
+                };
+                let landed = judge(base, base_version, wid, now.as_ref());
+                tracing::debug!(key, write_id = %wid, ?landed, ambiguous, "settling a write");
+                match landed {
+                    Landed::Yes => {
+                        if unsettled {
+                            metrics::counter!("ifmatch_update_ambiguous_resolved_total")
+                                .increment(1);
+                        }
+                        let v = now.as_ref().map(|o| o.meta.version.clone());
+                        return Ok(Settled::Landed(v, now));
+                    }
+                    Landed::No => return Ok(Settled::Lost(now)),
+                    // A plain conflict whose history cannot tell: as every
+                    // conflict, it did not land (a duplicated delivery whose
+                    // evidence was erased before our read is the documented residue).
+                    Landed::Unknown if !unsettled => return Ok(Settled::Lost(now)),
+                    Landed::Unknown => return Ok(Settled::Unknown),
+                    Landed::Pending => {
+                        unsettled = true;
+                        if attempts.backoff().await {
+                            attempts.begin();
+                            continue;
+                        }
+                        return Ok(Settled::Unknown);
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                if !unsettled {
+                    return Ok(Settled::Refused(e));
+                }
+                if attempts.backoff().await {
+                    attempts.begin();
+                    continue;
+                }
+                return Ok(Settled::Unknown);
+            }
+            Err(_) if unsettled => return Ok(Settled::Unknown),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -247,8 +424,73 @@ pub async fn update<F>(
     store: &dyn Store,
     key: &str,
     policy: &RetryPolicy,
-    mut f: F,
+    f: F,
 ) -> Result<Updated, UpdateError>
+where
+    F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
+{
+    let wid = write_id(&policy.rng);
+    update_inner(store, key, policy, &wid, false, f)
+        .await
+        .map(|(u, _)| u)
+}
+
+/// [`update`] with a write id chosen by the caller instead of a random one.
+///
+/// Use it to make a *retried request* exactly-once across calls and
+/// processes: give every retry of one logical change the same id (derived,
+/// say, from an `Idempotency-Key`). If a change with this id already landed
+/// and is still in the key's history (the last [`HISTORY`] writes, less when
+/// large user metadata leaves less room), the call returns at once with
+/// [`Updated::replayed`] set and `f` does not run. If an earlier call's write
+/// may still be on its way, the new call's write (same id) and the earlier
+/// one can land at most once between them, provided `f` computes the same
+/// change from the same value.
+///
+/// The id is 1–32 characters of ASCII letters, digits, `-` and `_`. Ids must
+/// be unique per logical change: reusing one for a different change makes it
+/// look applied.
+pub async fn update_with_id<F>(
+    store: &dyn Store,
+    key: &str,
+    policy: &RetryPolicy,
+    write_id: &str,
+    f: F,
+) -> Result<Updated, UpdateError>
+where
+    F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
+{
+    check_write_id(write_id)?;
+    update_inner(store, key, policy, write_id, true, f)
+        .await
+        .map(|(u, _)| u)
+}
+
+fn check_write_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_WRITE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "a write id is 1-{MAX_WRITE_ID_LEN} characters of ASCII letters, digits, '-' and '_', not {id:?}"
+        )))
+    }
+}
+
+/// The loop itself; also returns the object in which our write id was found,
+/// when the outcome was settled by reading the key (or it was a replay).
+async fn update_inner<F>(
+    store: &dyn Store,
+    key: &str,
+    policy: &RetryPolicy,
+    wid: &str,
+    replayable: bool,
+    mut f: F,
+) -> Result<(Updated, Option<Object>), UpdateError>
 where
     F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
 {
@@ -256,6 +498,19 @@ where
     let mut conflicts = 0u32;
     let mut ambiguous_resolved = 0u32;
     let mut current = read(store, key, policy).await?;
+    if replayable && Lineage::of(current.as_ref()).ids.iter().any(|id| id == wid) {
+        // An earlier call with this write id landed: nothing to do again.
+        let version = current.as_ref().map(|o| o.meta.version.clone());
+        let updated = Updated {
+            version,
+            changed: true,
+            attempts: 0,
+            conflicts,
+            ambiguous_resolved,
+            replayed: true,
+        };
+        return Ok((updated, current));
+    }
     loop {
         attempts.begin();
         metrics::counter!("ifmatch_update_attempts_total").increment(1);
@@ -268,154 +523,146 @@ where
             None => Condition::Absent,
         };
         let base = Lineage::of(current.as_ref());
-        let result = match decision {
+        let done = |version, attempts: &Attempts<'_>, conflicts, ambiguous_resolved| Updated {
+            version,
+            changed: true,
+            attempts: attempts.made(),
+            conflicts,
+            ambiguous_resolved,
+            replayed: false,
+        };
+        match decision {
             Decision::Keep => {
-                return Ok(Updated {
-                    version: current.map(|o| o.meta.version),
-                    changed: false,
-                    attempts: attempts.made(),
+                let mut u = done(
+                    current.map(|o| o.meta.version),
+                    &attempts,
                     conflicts,
                     ambiguous_resolved,
-                });
+                );
+                u.changed = false;
+                return Ok((u, None));
             }
             Decision::Write { body, mut metadata } => {
-                let wid = write_id(&policy.rng);
-                base.next(&wid, &mut metadata);
+                base.next(key, wid, &mut metadata)?;
                 let opts = PutOptions {
                     condition,
                     metadata,
                     expires_at: None,
                 };
-                match store.put(key, body, opts).await {
-                    Ok(v) => Ok(Some(v)),
-                    Err(Error::Ambiguous { .. }) => {
-                        // The write may have landed: look before trying again.
-                        let now = read(store, key, policy).await?;
-                        let landed = judge(&base, &wid, now.as_ref());
-                        tracing::debug!(key, write_id = %wid, ?landed, "resolved a lost response");
-                        if landed != Landed::Unknown {
-                            metrics::counter!("ifmatch_update_ambiguous_resolved_total")
-                                .increment(1);
-                        } else {
-                            metrics::counter!("ifmatch_update_failures_total", "reason" => "ambiguous")
-                                .increment(1);
+                let base_version = current.as_ref().map(|o| o.meta.version.clone());
+                let settled = settle_put(
+                    store,
+                    key,
+                    body,
+                    opts,
+                    &base,
+                    base_version.as_ref(),
+                    wid,
+                    policy,
+                    &mut attempts,
+                )
+                .await?;
+                match settled {
+                    Settled::Landed(version, seen) => {
+                        if seen.is_some() {
+                            ambiguous_resolved += 1;
                         }
-                        match landed {
-                            Landed::Yes => {
-                                ambiguous_resolved += 1;
-                                let v = now.map(|o| o.meta.version);
-                                return Ok(Updated {
-                                    version: v,
-                                    changed: true,
-                                    attempts: attempts.made(),
-                                    conflicts,
-                                    ambiguous_resolved,
-                                });
-                            }
-                            Landed::No => {
-                                // Another write got in first: a conflict. Back off,
-                                // then re-read, so the next attempt's base is fresh
-                                // (a stale base would make the next lost response
-                                // undecidable).
-                                ambiguous_resolved += 1;
-                                conflicts += 1;
-                                if attempts.backoff().await {
-                                    current = read(store, key, policy).await?;
-                                    continue;
-                                }
-                                return Err(UpdateError::Conflict {
-                                    key: key.to_string(),
-                                    attempts: attempts.made(),
-                                    conflicts,
-                                    last: Error::conflict(key, Condition::Any, None),
-                                });
-                            }
-                            Landed::Unknown => {
-                                return Err(UpdateError::Ambiguous {
-                                    key: key.to_string(),
-                                });
-                            }
-                        }
+                        let u = done(version, &attempts, conflicts, ambiguous_resolved);
+                        return Ok((u, seen));
                     }
-                    Err(e) => Err(e),
+                    Settled::Lost(now) => {
+                        conflicts += 1;
+                        metrics::counter!("ifmatch_update_conflicts_total").increment(1);
+                        tracing::debug!(
+                            key,
+                            attempt = attempts.made(),
+                            "update lost a race; re-applying"
+                        );
+                        if !attempts.backoff().await {
+                            metrics::counter!("ifmatch_update_failures_total", "reason" => "conflict")
+                                .increment(1);
+                            return Err(UpdateError::Conflict {
+                                key: key.to_string(),
+                                attempts: attempts.made(),
+                                conflicts,
+                                last: Error::conflict(
+                                    key,
+                                    Condition::Any,
+                                    now.map(|o| o.meta.version),
+                                ),
+                            });
+                        }
+                        // The key as read after the conflict is the next base;
+                        // re-read only if the backoff was long enough to matter.
+                        current = read(store, key, policy).await?;
+                    }
+                    Settled::Refused(e) => {
+                        if !attempts.backoff().await {
+                            return Err(UpdateError::Store(crate::retry::exhausted(
+                                e,
+                                attempts.made(),
+                            )));
+                        }
+                        current = read(store, key, policy).await?;
+                    }
+                    Settled::Unknown => {
+                        metrics::counter!("ifmatch_update_failures_total", "reason" => "ambiguous")
+                            .increment(1);
+                        return Err(UpdateError::Ambiguous {
+                            key: key.to_string(),
+                        });
+                    }
                 }
             }
             Decision::Delete => {
                 if current.is_none() {
-                    return Ok(Updated {
-                        version: None,
-                        changed: false,
-                        attempts: attempts.made(),
-                        conflicts,
-                        ambiguous_resolved,
-                    });
+                    let mut u = done(None, &attempts, conflicts, ambiguous_resolved);
+                    u.changed = false;
+                    return Ok((u, None));
                 }
                 match store.delete(key, condition).await {
-                    Ok(()) => Ok(None),
+                    Ok(()) => {
+                        return Ok((done(None, &attempts, conflicts, ambiguous_resolved), None));
+                    }
                     Err(Error::Ambiguous { .. }) => {
                         // Deleting is idempotent in effect: re-read and decide again.
                         ambiguous_resolved += 1;
                         current = read(store, key, policy).await?;
                         if current.is_none() {
-                            return Ok(Updated {
-                                version: None,
-                                changed: true,
-                                attempts: attempts.made(),
-                                conflicts,
-                                ambiguous_resolved,
+                            let u = done(None, &attempts, conflicts, ambiguous_resolved);
+                            return Ok((u, None));
+                        }
+                        if !attempts.backoff().await {
+                            return Err(UpdateError::Ambiguous {
+                                key: key.to_string(),
                             });
                         }
-                        if attempts.backoff().await {
-                            continue;
-                        }
-                        return Err(UpdateError::Ambiguous {
-                            key: key.to_string(),
-                        });
                     }
-                    Err(e) => Err(e),
+                    Err(e @ (Error::Conflict { .. } | Error::NotFound { .. })) => {
+                        conflicts += 1;
+                        metrics::counter!("ifmatch_update_conflicts_total").increment(1);
+                        if !attempts.backoff().await {
+                            return Err(UpdateError::Conflict {
+                                key: key.to_string(),
+                                attempts: attempts.made(),
+                                conflicts,
+                                last: e,
+                            });
+                        }
+                        current = read(store, key, policy).await?;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        if !attempts.backoff().await {
+                            return Err(UpdateError::Store(crate::retry::exhausted(
+                                e,
+                                attempts.made(),
+                            )));
+                        }
+                        current = read(store, key, policy).await?;
+                    }
+                    Err(e) => return Err(UpdateError::Store(e)),
                 }
             }
-        };
-        match result {
-            Ok(version) => {
-                return Ok(Updated {
-                    version,
-                    changed: true,
-                    attempts: attempts.made(),
-                    conflicts,
-                    ambiguous_resolved,
-                });
-            }
-            Err(e @ (Error::Conflict { .. } | Error::NotFound { .. })) => {
-                conflicts += 1;
-                metrics::counter!("ifmatch_update_conflicts_total").increment(1);
-                tracing::debug!(
-                    key,
-                    attempt = attempts.made(),
-                    "update lost a race; re-reading"
-                );
-                if !attempts.backoff().await {
-                    metrics::counter!("ifmatch_update_failures_total", "reason" => "conflict")
-                        .increment(1);
-                    return Err(UpdateError::Conflict {
-                        key: key.to_string(),
-                        attempts: attempts.made(),
-                        conflicts,
-                        last: e,
-                    });
-                }
-                current = read(store, key, policy).await?;
-            }
-            Err(e) if e.is_retryable() => {
-                if !attempts.backoff().await {
-                    return Err(UpdateError::Store(crate::retry::exhausted(
-                        e,
-                        attempts.made(),
-                    )));
-                }
-                current = read(store, key, policy).await?;
-            }
-            Err(e) => return Err(UpdateError::Store(e)),
         }
     }
 }
@@ -436,8 +683,20 @@ async fn read(store: &dyn Store, key: &str, policy: &RetryPolicy) -> Result<Opti
 /// A random 48-bit write id in 12 hex digits: short enough that [`HISTORY`]
 /// of them fit in S3's 2 KB of metadata with room to spare, long enough that
 /// two ids in one history collide with odds below one in 10^11.
+///
+/// The bits come from the policy's generator mixed with a process-wide
+/// counter, so that policies seeded alike (tests, simulations) still give
+/// every update its own id.
 fn write_id(rng: &SharedRng) -> String {
-    format!("{:012x}", rng.next_u64() & 0xffff_ffff_ffff)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static UPDATES: AtomicU64 = AtomicU64::new(0);
+    let n = UPDATES.fetch_add(1, Ordering::Relaxed);
+    let mut x = rng.next_u64() ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser: every input bit moves about half of the output bits.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    format!("{:012x}", x & 0xffff_ffff_ffff)
 }
 
 /// The result of [`update_json`]: the value written (or kept) and the update's bookkeeping.
@@ -456,22 +715,56 @@ pub async fn update_json<T, F>(
     store: &dyn Store,
     key: &str,
     policy: &RetryPolicy,
+    f: F,
+) -> Result<UpdatedJson<T>, UpdateError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
+{
+    let wid = write_id(&policy.rng);
+    update_json_inner(store, key, policy, &wid, false, f).await
+}
+
+/// [`update_json`] with a caller-chosen write id; see [`update_with_id`].
+/// On a replay the value returned is the key's value as read when the
+/// earlier write was found (it may include later writes of others).
+pub async fn update_json_with_id<T, F>(
+    store: &dyn Store,
+    key: &str,
+    policy: &RetryPolicy,
+    write_id: &str,
+    f: F,
+) -> Result<UpdatedJson<T>, UpdateError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
+{
+    check_write_id(write_id)?;
+    update_json_inner(store, key, policy, write_id, true, f).await
+}
+
+async fn update_json_inner<T, F>(
+    store: &dyn Store,
+    key: &str,
+    policy: &RetryPolicy,
+    wid: &str,
+    replayable: bool,
     mut f: F,
 ) -> Result<UpdatedJson<T>, UpdateError>
 where
     T: Serialize + DeserializeOwned,
     F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
 {
+    let parse = |o: &Object| -> Result<T, BoxError> {
+        serde_json::from_slice(&o.body).map_err(|e| {
+            BoxError::from(format!(
+                "stored value of '{key}' is not the expected JSON: {e}"
+            ))
+        })
+    };
     let mut last: Option<T> = None;
-    let updated = update(store, key, policy, |cur| {
-        let parsed: Option<T> = match cur {
-            Some(o) => Some(serde_json::from_slice(&o.body).map_err(|e| {
-                BoxError::from(format!(
-                    "stored value of '{key}' is not the expected JSON: {e}"
-                ))
-            })?),
-            None => None,
-        };
+    let (updated, seen) = update_inner(store, key, policy, wid, replayable, |cur| {
+        let parsed: Option<T> = cur.map(parse).transpose()?;
         let next = f(parsed)?;
         let decision = match &next {
             Some(v) => Decision::write(serde_json::to_vec(v)?),
@@ -481,6 +774,17 @@ where
         Ok(decision)
     })
     .await?;
+    if updated.replayed {
+        // `f` did not run: the value is the stored one in which our write was found.
+        last = seen
+            .as_ref()
+            .map(parse)
+            .transpose()
+            .map_err(|source| UpdateError::Aborted {
+                key: key.to_string(),
+                source,
+            })?;
+    }
     Ok(UpdatedJson {
         value: last,
         updated,
@@ -491,6 +795,7 @@ where
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
 
@@ -688,5 +993,182 @@ mod tests {
         let err = incr(&store).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Unavailable);
         assert!(err.to_string().contains("gave up after"), "{err}");
+    }
+
+    /// A retry policy on tokio's (paused) clock, so that late deliveries,
+    /// which wait on the same clock, can land during a backoff.
+    fn tokio_policy() -> RetryPolicy {
+        RetryPolicy::default()
+            .with_clock(crate::clock::SystemClock::shared())
+            .with_rng(SharedRng::seeded(5))
+            .with_max_attempts(8)
+            .with_delays(Duration::from_millis(2), Duration::from_millis(20))
+    }
+
+    async fn incr_with(
+        store: &dyn Store,
+        policy: &RetryPolicy,
+    ) -> Result<UpdatedJson<u64>, UpdateError> {
+        update_json(store, "n", policy, |n: Option<u64>| {
+            Ok(Some(n.unwrap_or(0) + 1))
+        })
+        .await
+    }
+
+    fn faulty(inner: DynStore, config: FaultConfig) -> FaultStore {
+        FaultStore::new(inner, config, SharedRng::seeded(3))
+    }
+
+    // Failed before the fix: every conflict re-applied the closure, so each
+    // duplicated delivery (our write lands, its copy answers 412) added one more.
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_that_answers_our_own_duplicated_write_is_not_applied_again() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        let store = faulty(
+            inner.clone(),
+            FaultConfig {
+                duplicate_rate: 1.0,
+                ..FaultConfig::default()
+            },
+        );
+        for n in 1..=3 {
+            let r = incr_with(&store, &tokio_policy()).await.unwrap();
+            assert_eq!(r.value, Some(n));
+            assert_eq!(counter(&*inner).await, n);
+        }
+    }
+
+    // Failed before the fix: a write reported lost but still on its way was
+    // judged "did not land" while the key was still at its base, the closure
+    // ran again, and the late write landed too (the counter went up by 2).
+    #[tokio::test(start_paused = true)]
+    async fn a_late_write_that_lands_after_the_read_back_is_not_applied_twice() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        let store = faulty(
+            inner.clone(),
+            FaultConfig {
+                late_rate: 1.0,
+                late_delay: (Duration::from_millis(1), Duration::from_millis(1)),
+                ..FaultConfig::default()
+            },
+        );
+        for n in 1..=3 {
+            let r = incr_with(&store, &tokio_policy()).await;
+            store.settle().await;
+            // Every copy is late: the loop settles it by re-sending the same
+            // write and finding its id once a copy has landed.
+            assert_eq!(r.unwrap().value, Some(n));
+            assert_eq!(counter(&*inner).await, n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_brownout_after_a_lost_answer_is_waited_out_not_guessed() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        let store = faulty(
+            inner.clone(),
+            FaultConfig {
+                lost_response_rate: 1.0,
+                burst_rate: 1.0,
+                burst_len: (3, 3),
+                ..FaultConfig::default()
+            },
+        );
+        let r = incr_with(&store, &tokio_policy().with_max_attempts(10))
+            .await
+            .unwrap();
+        assert_eq!(r.value, Some(1));
+        assert_eq!(counter(&*inner).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unsettled_write_is_reported_ambiguous_and_lands_at_most_once() {
+        let inner: DynStore = Arc::new(MemoryStore::new());
+        // Every send is late and every read-back fails: nothing can be learnt.
+        let store = faulty(
+            inner.clone(),
+            FaultConfig {
+                late_rate: 1.0,
+                late_delay: (Duration::from_secs(60), Duration::from_secs(60)),
+                burst_rate: 1.0,
+                burst_len: (1000, 1000),
+                ..FaultConfig::default()
+            },
+        );
+        let err = incr_with(&store, &tokio_policy()).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Ambiguous, "{err}");
+        store.settle().await;
+        assert_eq!(counter(&*inner).await, 1, "the copies landed exactly once");
+    }
+
+    #[tokio::test]
+    async fn the_same_write_id_applies_once_across_calls() {
+        let store = MemoryStore::new();
+        let mut runs = 0;
+        for _ in 0..3 {
+            let r = update_json_with_id(&store, "n", &policy(), "req-7", |n: Option<u64>| {
+                runs += 1;
+                Ok(Some(n.unwrap_or(0) + 1))
+            })
+            .await
+            .unwrap();
+            assert_eq!(r.value, Some(1));
+        }
+        assert_eq!(runs, 1);
+        assert_eq!(counter(&store).await, 1);
+        // Another id is another change.
+        let r = update_json_with_id(&store, "n", &policy(), "req-8", |n: Option<u64>| {
+            Ok(Some(n.unwrap_or(0) + 1))
+        })
+        .await
+        .unwrap();
+        assert!(!r.updated.replayed);
+        assert_eq!(r.value, Some(2));
+        for bad in ["", "a,b", &"x".repeat(MAX_WRITE_ID_LEN + 1)] {
+            let e = update_with_id(&store, "n", &policy(), bad, |_| Ok(Decision::Keep))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Invalid, "{bad:?}");
+        }
+    }
+
+    // Failed before the fix: the loop's history (about 870 bytes) counted
+    // against the 2,000-byte metadata limit on top of the user's, so a value
+    // with 1.2 KB of user metadata failed after a few dozen updates.
+    #[tokio::test]
+    async fn user_metadata_and_the_loop_history_share_the_limit() {
+        let store = MemoryStore::new();
+        let mut md = Metadata::new();
+        md.insert("note".into(), "x".repeat(1200));
+        for _ in 0..100 {
+            update(&store, "m", &policy(), |cur| {
+                let n: u64 = cur
+                    .map(|o| serde_json::from_slice(&o.body).unwrap())
+                    .unwrap_or(0);
+                Ok(Decision::Write {
+                    body: serde_json::to_vec(&(n + 1)).unwrap().into(),
+                    metadata: md.clone(),
+                })
+            })
+            .await
+            .unwrap();
+        }
+        let o = store.get("m").await.unwrap();
+        let hist = o.meta.metadata.get(META_HISTORY).unwrap();
+        let kept = hist.split(',').count();
+        assert!((MIN_HISTORY..HISTORY).contains(&kept), "{kept}");
+        assert_eq!(o.meta.metadata.get(META_SEQ).unwrap(), "100");
+        // User metadata that leaves no room for the bookkeeping is refused up front.
+        md.insert("note".into(), "x".repeat(1900));
+        let e = update(&store, "m", &policy(), |_| {
+            Ok(Decision::Write {
+                body: "1".into(),
+                metadata: md.clone(),
+            })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+        assert!(e.to_string().contains("keep user metadata under"), "{e}");
     }
 }
