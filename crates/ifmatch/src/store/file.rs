@@ -57,6 +57,9 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Tests only: make the next directory fsyncs fail.
+    #[cfg(test)]
+    fail_dir_sync: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -134,7 +137,11 @@ impl FileStore {
                 Err(e) => return Err(io_err("cannot write the marker", e)),
             }
         }
-        let store = FileStore { root };
+        let store = FileStore {
+            root,
+            #[cfg(test)]
+            fail_dir_sync: Default::default(),
+        };
         store.remove_stale_tmp();
         Ok(store)
     }
@@ -285,7 +292,7 @@ impl FileStore {
             .root
             .join("tmp")
             .join(uuid::Uuid::new_v4().simple().to_string());
-        let result = (|| -> io::Result<()> {
+        let written = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             let header_bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
             f.write_all(MAGIC)?;
@@ -293,17 +300,41 @@ impl FileStore {
             f.write_all(&header_bytes)?;
             f.write_all(body)?;
             f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            if let Some(parent) = target.parent() {
-                fsync_dir(parent)?;
-            }
-            Ok(())
+            fs::rename(&tmp, &target)
         })();
-        if let Err(e) = result {
+        if let Err(e) = written {
+            // Nothing is visible: the old value stands.
             let _ = fs::remove_file(&tmp);
             return Err(self.io("cannot write a value", e));
         }
+        // The new value is visible from here on: a failure to make the
+        // rename durable leaves the outcome unknown, not failed.
+        if let Some(parent) = target.parent() {
+            self.sync_dir(parent)
+                .map_err(|e| self.after_commit(key, "the write", e))?;
+        }
         Ok(Version::new(version))
+    }
+
+    /// An error after a change became visible (the directory fsync): the
+    /// change may or may not survive a crash, so the outcome is unknown.
+    fn after_commit(&self, key: &str, what: &str, e: io::Error) -> Error {
+        Error::Ambiguous {
+            key: key.to_string(),
+            message: format!(
+                "file store {}: {what} is visible but could not be made durable (directory fsync failed: {e})",
+                self.root.display()
+            ),
+        }
+    }
+
+    /// Fsyncs a directory (tests can make it fail).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_dir_sync.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        fsync_dir(dir)
     }
 
     fn delete_blocking(&self, key: &str, condition: Condition) -> Result<()> {
@@ -320,7 +351,8 @@ impl FileStore {
             Err(e) => return Err(self.io("cannot delete a value", e)),
         }
         if let Some(parent) = path.parent() {
-            fsync_dir(parent).map_err(|e| self.io("cannot sync", e))?;
+            self.sync_dir(parent)
+                .map_err(|e| self.after_commit(key, "the delete", e))?;
         }
         Ok(())
     }
@@ -612,6 +644,31 @@ mod tests {
     fn versions_advance_and_keep_the_incarnation() {
         assert_eq!(next_version("1.00000000000000ab"), "2.00000000000000ab");
         assert_eq!(next_version("41.x"), "42.x");
+    }
+
+    // Failed before the fix: a failed fsync of the directory after the
+    // rename was reported as a definite failure although the new value was
+    // already visible, so a caller would re-apply a change that had landed.
+    #[tokio::test]
+    async fn an_error_after_the_rename_is_ambiguous_not_a_failure() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("ifm-dirsync-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        store
+            .put("a/k", "old".into(), PutOptions::any())
+            .await
+            .unwrap();
+        store.fail_dir_sync.store(true, Ordering::SeqCst);
+        let e = store
+            .put("a/k", "new".into(), PutOptions::any())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Ambiguous, "{e}");
+        let e = store.delete("a/k", Condition::Any).await;
+        assert_eq!(e.unwrap_err().kind(), crate::ErrorKind::Ambiguous);
+        store.fail_dir_sync.store(false, Ordering::SeqCst);
+        assert!(store.get("a/k").await.is_err(), "the delete is visible");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
