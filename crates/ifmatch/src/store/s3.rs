@@ -26,37 +26,44 @@
 //! therefore compares *bodies*: anything that must be guarded by the version
 //! belongs in the body, not only in the metadata.
 //!
-//! # Conditional delete
+//! # Deletes
 //!
 //! `object_store` has no conditional delete, but S3 (and moto) accept
-//! `If-Match` on `DeleteObject`. For [`Condition::Matches`] this backend signs
-//! the `DELETE` itself with `object_store`'s public [`AwsAuthorizer`], using an
-//! [`AwsCredential`] from the very credential provider the `AmazonS3` client
-//! uses ([`AmazonS3::credentials`]), and sends it with `reqwest`: 204 is
-//! success, 412 (another version) and 404 (no object) are
-//! [`Error::Conflict`]. This keeps the check and the delete one atomic request
-//! instead of a racy HEAD-then-DELETE. [`Condition::Any`] is a plain
-//! `object_store` delete. [`Condition::Absent`] deletes nothing: it succeeds
-//! only when a HEAD finds no object. A server that silently ignores `If-Match`
-//! on `DELETE` would make the delete unconditional; a server that answers 501
+//! `If-Match` on `DeleteObject`. So this backend signs every `DELETE` itself
+//! with `object_store`'s public [`AwsAuthorizer`], using an [`AwsCredential`]
+//! from the very credential provider the `AmazonS3` client uses
+//! ([`AmazonS3::credentials`]), and sends it once with `reqwest`: 204 is
+//! success; for [`Condition::Matches`] 412 (another version) and 404 (no
+//! object) are [`Error::Conflict`], for [`Condition::Any`] 404 is success.
+//! This keeps the check and the delete one atomic request instead of a racy
+//! HEAD-then-DELETE. [`Condition::Absent`] deletes nothing: it succeeds only
+//! when a HEAD finds no object. A server that silently ignores `If-Match` on
+//! `DELETE` would make the delete unconditional; a server that answers 501
 //! gets [`Error::Unsupported`].
 //!
 //! # Retries
 //!
-//! `object_store` retries failed requests itself. Its retry budget is kept
-//! small here (3 retries, 50 ms to 1 s backoff) so that ifmatch's own retry
-//! layer, with its deadline and full jitter, stays in charge. Conditional puts
-//! go through a second client that does not retry at all; see
-//! [`S3Store::put`](Store::put) for why.
+//! Reads (GET, HEAD, LIST) are safe to repeat: `object_store` retries them
+//! itself, with a small budget (3 retries, 50 ms to 1 s backoff) so that
+//! ifmatch's own retry layer, with its deadline and full jitter, stays in
+//! charge. **Writes and deletes are sent exactly once**, conditional or not:
+//! a re-send after a lost answer can land after another write that landed in
+//! between (a blind PUT then overwrites a compare-and-swap write, a blind
+//! DELETE removes a value created meanwhile), and a conditional re-send
+//! comes back 412 for our own write. A lost answer is [`Error::Ambiguous`]
+//! instead, which the primitives settle (see [`crate::update`]).
 //!
 //! # Errors
 //!
-//! 404 → [`Error::NotFound`]; 412, 409 and "no object" under `If-Match` →
+//! 404 → [`Error::NotFound`]; 412, 304 and "no object" under `If-Match` →
 //! [`Error::Conflict`] (with a best-effort HEAD filling in the current
-//! version); connection failures, timeouts on reads, 5xx, 429 →
-//! [`Error::Unavailable`]; a write whose request may have reached S3 but whose
-//! answer was lost (timeout, reset connection, 500/502/504) →
-//! [`Error::Ambiguous`]; 401/403 and other client errors → [`Error::Other`].
+//! version); **409 ConditionalRequestConflict** (S3's answer to a
+//! conditional write racing another on the same key: nothing was written) →
+//! [`Error::Unavailable`], retryable, never a conflict; connection failures,
+//! timeouts on reads, 5xx, 429 → [`Error::Unavailable`]; a write whose
+//! request may have reached S3 but whose answer was lost (timeout, reset
+//! connection, 500/502/504) → [`Error::Ambiguous`]; 401/403 and other client
+//! errors → [`Error::Other`].
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
@@ -75,7 +82,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore,
-    ObjectStoreExt, PutMode, PutPayload, RetryConfig, UpdateVersion,
+    PutMode, PutPayload, RetryConfig, UpdateVersion,
 };
 
 use super::{
@@ -108,9 +115,9 @@ pub struct S3Store {
     bucket: String,
     /// `PREFIX/`, or empty for the bucket root.
     prefix: String,
-    /// Reads, listings, unconditional writes and deletes (with a small retry budget).
+    /// Reads and listings (with a small retry budget).
     store: AmazonS3,
-    /// Conditional puts: the same settings and credentials, but no retries.
+    /// Puts: the same settings and credentials, but no retries (each is sent once).
     cas: AmazonS3,
     /// Requests `object_store` cannot make (conditional delete, bucket creation).
     http: reqwest::Client,
@@ -431,17 +438,20 @@ impl S3Store {
             .await)
     }
 
-    /// `DELETE` with `If-Match`, signed by hand; see the module docs.
-    async fn delete_if_match(&self, key: &str, version: &Version) -> Result<()> {
-        let expected = Condition::Matches(version.clone());
+    /// `DELETE`, with `If-Match` when `version` is given, signed by hand and
+    /// sent once; see the module docs.
+    async fn delete_signed(&self, key: &str, version: Option<&Version>) -> Result<()> {
+        let expected = version.map_or(Condition::Any, |v| Condition::Matches(v.clone()));
         let object_key = self.object_key(key)?;
-        let Some(if_match) = header_etag(version) else {
-            // Not a well-formed ETag, so it cannot be the current one.
-            return Err(self.conflict(key, expected).await);
-        };
-        let url = format!("{}/{}", self.bucket_endpoint, encode_key(&object_key));
         let mut headers = HeaderMap::new();
-        headers.insert(IF_MATCH, if_match);
+        if let Some(v) = version {
+            let Some(if_match) = header_etag(v) else {
+                // Not a well-formed ETag, so it cannot be the current one.
+                return Err(self.conflict(key, expected).await);
+            };
+            headers.insert(IF_MATCH, if_match);
+        }
+        let url = format!("{}/{}", self.bucket_endpoint, encode_key(&object_key));
         let response = match self
             .send_signed(Method::DELETE, &url, headers, Bytes::new())
             .await?
@@ -451,9 +461,7 @@ impl S3Store {
             Err(e) => {
                 return Err(Error::Ambiguous {
                     key: key.to_string(),
-                    message: format!(
-                        "the conditional delete may have reached S3 but its answer was lost: {e}"
-                    ),
+                    message: format!("the delete may have reached S3 but its answer was lost: {e}"),
                 });
             }
         };
@@ -467,8 +475,11 @@ impl S3Store {
                 "bucket {} does not exist (create it first)",
                 self.bucket
             ))),
+            // Deleting an absent key unconditionally is done already.
+            404 if version.is_none() => Ok(()),
             404 => Err(Error::conflict(key, expected, None)),
-            412 | 409 => Err(self.conflict(key, expected).await),
+            412 => Err(self.conflict(key, expected).await),
+            409 => Err(conflict_409(key, format!("HTTP 409: {text}"))),
             501 => Err(Error::Unsupported(format!(
                 "this S3 endpoint does not support If-Match on DELETE: {text}"
             ))),
@@ -476,10 +487,22 @@ impl S3Store {
                 Op::Write,
                 key,
                 status,
-                &format!("conditional delete: HTTP {status}: {text}"),
+                &format!("delete: HTTP {status}: {text}"),
             )),
         }
     }
+}
+
+/// S3's 409 ConditionalRequestConflict: a conditional write raced another
+/// one in flight on the same key and was not applied. Retryable, never a
+/// `Conflict` (which would mean "the key is not in the state you expected").
+fn conflict_409(key: &str, source: impl Into<crate::error::BoxError>) -> Error {
+    Error::unavailable(
+        format!(
+            "S3 answered 409 (ConditionalRequestConflict) to a write of '{key}': it raced another conditional write and was not applied; retry"
+        ),
+        source,
+    )
 }
 
 #[async_trait]
@@ -556,9 +579,11 @@ impl Store for S3Store {
     /// instead of guessing from its error text, the conditional client sends
     /// each request once: a lost answer becomes [`Error::Ambiguous`], which
     /// the update loop resolves by reading back its write id, and a request
-    /// that never left (connection refused, 503 SlowDown) becomes
-    /// [`Error::Unavailable`] for ifmatch's own retry layer. Unconditional
-    /// puts keep the small retry budget: repeating them is harmless.
+    /// that never left (connection refused, 503 SlowDown, 409
+    /// ConditionalRequestConflict) becomes [`Error::Unavailable`] for
+    /// ifmatch's own retry layer. Unconditional puts are sent once too: a
+    /// blind re-send after a lost answer could land after a compare-and-swap
+    /// write that landed in between, and overwrite it.
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
         let path = self.path(key)?;
         validate_metadata(&opts.metadata)?;
@@ -576,7 +601,7 @@ impl Store for S3Store {
             });
         }
         let (mode, client) = match &opts.condition {
-            Condition::Any => (PutMode::Overwrite, &self.store),
+            Condition::Any => (PutMode::Overwrite, &self.cas),
             Condition::Absent => (PutMode::Create, &self.cas),
             Condition::Matches(v) => {
                 let Some(etag) = header_etag(v) else {
@@ -607,20 +632,20 @@ impl Store for S3Store {
             },
             Err(e) => {
                 use object_store::Error as E;
+                let text = chain_text(&e);
+                if status_in(&text) == Some(409) {
+                    // S3's 409 ConditionalRequestConflict: this write raced
+                    // another one on the key and was not applied. Retryable.
+                    return Err(conflict_409(key, e));
+                }
                 let conditional = opts.condition != Condition::Any;
                 let lost_condition = matches!(
                     e,
                     E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. }
                 ) || (matches!(e, E::NotFound { .. })
                     && matches!(opts.condition, Condition::Matches(_)));
-                if conditional && lost_condition && !chain_text(&e).contains("NoSuchBucket") {
+                if conditional && lost_condition && !text.contains("NoSuchBucket") {
                     Err(self.conflict(key, opts.condition).await)
-                } else if !conditional && matches!(e, E::AlreadyExists { .. }) {
-                    // 409 on an unconditional put: a concurrent operation S3 could not order.
-                    Err(Error::unavailable(
-                        "S3 reported a concurrent conflicting write",
-                        e,
-                    ))
                 } else {
                     Err(self.map_err(Op::Write, key, e))
                 }
@@ -629,19 +654,15 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        let path = self.path(key)?;
+        self.path(key)?;
         match &condition {
-            Condition::Any => self
-                .store
-                .delete(&path)
-                .await
-                .map_err(|e| self.map_err(Op::Write, key, e)),
+            Condition::Any => self.delete_signed(key, None).await,
             Condition::Absent => match self.head(key).await {
                 Ok(meta) => Err(Error::conflict(key, condition, Some(meta.version))),
                 Err(Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             },
-            Condition::Matches(v) => self.delete_if_match(key, v).await,
+            Condition::Matches(v) => self.delete_signed(key, Some(v)).await,
         }
     }
 

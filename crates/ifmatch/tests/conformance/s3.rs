@@ -459,19 +459,37 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u
 /// A fake S3 on loopback: answers every request with `status` (`None`:
 /// reads the request and hangs up without answering).
 async fn fake_s3(status: Option<u16>) -> String {
+    fake_s3_logged(status, "").await.0
+}
+
+/// [`fake_s3`] answering with S3 error code `code`, and the request lines it got.
+async fn fake_s3_logged(
+    status: Option<u16>,
+    code: &'static str,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let requests = log.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
+            let requests = requests.clone();
             tokio::spawn(async move {
-                if read_request(&mut sock).await.is_none() {
+                let Some((head, _)) = read_request(&mut sock).await else {
                     return;
-                }
+                };
+                let line = head.lines().next().unwrap_or_default().to_string();
+                requests.lock().unwrap().push(line);
                 if let Some(status) = status {
-                    let body = format!("<Error><Code>Fake{status}</Code></Error>");
+                    let code = if code.is_empty() {
+                        format!("Fake{status}")
+                    } else {
+                        code.to_string()
+                    };
+                    let body = format!("<Error><Code>{code}</Code></Error>");
                     let response = format!(
                         "HTTP/1.1 {status} Fake\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
@@ -482,7 +500,7 @@ async fn fake_s3(status: Option<u16>) -> String {
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), log)
 }
 
 async fn fake_store(endpoint: &str) -> S3Store {
@@ -593,4 +611,68 @@ async fn statuses_are_classified() {
         kind(s.delete("k", Condition::Matches(v)).await),
         ErrorKind::Other
     );
+}
+
+// Failed before the fix: object_store re-sent an unconditional PUT (and
+// DELETE) whose answer was lost, up to three more times. A re-sent blind
+// write can land after a compare-and-swap write that landed in between and
+// overwrite it; a re-sent delete can delete a value created in between.
+// Writes are now sent once and a lost answer is Ambiguous.
+#[tokio::test]
+async fn a_write_whose_answer_is_lost_is_sent_once() {
+    let (endpoint, log) = fake_s3_logged(None, "").await;
+    let s = fake_store(&endpoint).await;
+    let v = Version::new("abc");
+    for i in 0..4 {
+        let (method, r) = match i {
+            0 => (
+                "PUT",
+                s.put("k", "x".into(), PutOptions::any()).await.map(drop),
+            ),
+            1 => (
+                "PUT",
+                s.put("k", "x".into(), PutOptions::if_absent())
+                    .await
+                    .map(drop),
+            ),
+            2 => ("DELETE", s.delete("k", Condition::Any).await),
+            _ => ("DELETE", s.delete("k", Condition::Matches(v.clone())).await),
+        };
+        assert_eq!(kind(r), ErrorKind::Ambiguous, "write {i}");
+        let sent = log.lock().unwrap().drain(..).collect::<Vec<_>>();
+        assert_eq!(
+            sent.len(),
+            1,
+            "write {i} was sent {} times: {sent:?}",
+            sent.len()
+        );
+        assert!(sent[0].starts_with(method), "{sent:?}");
+    }
+}
+
+// Failed before the fix: S3's 409 ConditionalRequestConflict (a conditional
+// write racing another one in flight on the same key; nothing was written)
+// was read as a Conflict, i.e. "the key is not in the state you expected",
+// so a create-if-absent looked like "exists" and an HTTP client got 409.
+#[tokio::test]
+async fn s3_409_conditional_request_conflict_is_retryable() {
+    let (endpoint, log) = fake_s3_logged(Some(409), "ConditionalRequestConflict").await;
+    let s = fake_store(&endpoint).await;
+    let v = Version::new("abc");
+    let results: [Result<(), Error>; 3] = [
+        s.put("k", "x".into(), PutOptions::if_absent())
+            .await
+            .map(drop),
+        s.put("k", "x".into(), PutOptions::if_matches(v.clone()))
+            .await
+            .map(drop),
+        s.delete("k", Condition::Matches(v)).await,
+    ];
+    for (i, r) in results.into_iter().enumerate() {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "write {i}: {e}");
+        assert!(e.to_string().contains("ConditionalRequestConflict"), "{e}");
+    }
+    // Each was sent once: ifmatch's own retry layer decides when to try again.
+    assert_eq!(log.lock().unwrap().len(), 3);
 }
