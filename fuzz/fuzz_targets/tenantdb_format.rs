@@ -12,7 +12,7 @@ fn check(bytes: &[u8]) {
         assert_eq!(e.encode(), bytes);
     }
     if let Ok(c) = Checkpoint::decode(bytes) {
-        assert_eq!(Checkpoint::encode(c.seq, c.page_size, &c.image), bytes);
+        assert_eq!(c.to_bytes(), bytes);
     }
     if let Ok(s) = Sidecar::decode(bytes) {
         assert_eq!(s.encode(), bytes);

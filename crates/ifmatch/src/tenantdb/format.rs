@@ -13,8 +13,12 @@ use sha2::{Digest, Sha256};
 pub type PageHash = [u8; 16];
 
 const LOG_MAGIC: &[u8; 8] = b"IFMDLOG1";
+/// A log entry that carries a [`CommitRecord`].
+const LOG_MAGIC_RECORD: &[u8; 8] = b"IFMDLOG2";
 const CKP_MAGIC: &[u8; 8] = b"IFMDCKP1";
-const SIDECAR_MAGIC: &[u8; 8] = b"IFMDSID2";
+/// A checkpoint that carries [`CommitRecord`]s.
+const CKP_MAGIC_RECORDS: &[u8; 8] = b"IFMDCKP2";
+const SIDECAR_MAGIC: &[u8; 8] = b"IFMDSID3";
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,73 @@ impl<'a> Reader<'a> {
     fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
+    /// A length-prefixed byte string.
+    fn bytes(&mut self) -> Result<&'a [u8], FormatError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    b.extend_from_slice(v);
+}
+
+/// The id and result of an idempotent commit (see `TenantDbs::write_once`),
+/// carried by its log entry, and then by every checkpoint and cached copy
+/// while it is young enough to be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// The caller's commit id.
+    pub id: String,
+    /// The seq the commit landed at.
+    pub seq: u64,
+    /// When the writer sent it (ms since the epoch, the writer's clock).
+    pub at_ms: u64,
+    /// The serialized result of the commit (JSON).
+    pub result: Vec<u8>,
+}
+
+impl CommitRecord {
+    fn encode_into(&self, b: &mut Vec<u8>) {
+        put_bytes(b, self.id.as_bytes());
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.at_ms.to_le_bytes());
+        put_bytes(b, &self.result);
+    }
+    fn decode_from(r: &mut Reader<'_>) -> Result<CommitRecord, FormatError> {
+        let id = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| bad("commit id not UTF-8"))?;
+        let seq = r.u64()?;
+        let at_ms = r.u64()?;
+        let result = r.bytes()?.to_vec();
+        Ok(CommitRecord {
+            id,
+            seq,
+            at_ms,
+            result,
+        })
+    }
+    /// The bytes this record takes in a record list.
+    pub fn encoded_len(&self) -> usize {
+        24 + self.id.len() + self.result.len()
+    }
+}
+
+fn encode_records(b: &mut Vec<u8>, records: &[CommitRecord]) {
+    b.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        r.encode_into(b);
+    }
+}
+
+fn decode_records(r: &mut Reader<'_>) -> Result<Vec<CommitRecord>, FormatError> {
+    let n = r.u32()? as usize;
+    // A count is only a claim: reserve no more records than the bytes could hold.
+    let mut out = Vec::with_capacity(n.min(r.rest().len() / 24));
+    for _ in 0..n {
+        out.push(CommitRecord::decode_from(r)?);
+    }
+    Ok(out)
 }
 
 /// One commit: the pages it changed and the database size after it.
@@ -99,17 +170,28 @@ pub struct LogEntry {
     pub page_count: u32,
     /// The changed pages: 1-based page number and content.
     pub pages: Vec<(u32, Vec<u8>)>,
+    /// The id and result of an idempotent commit.
+    pub commit: Option<CommitRecord>,
 }
 
 impl LogEntry {
     /// Encodes the entry.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(40 + self.pages.len() * (4 + self.page_size as usize));
-        b.extend_from_slice(LOG_MAGIC);
+        let extra = self.commit.as_ref().map_or(0, |c| c.encoded_len());
+        let mut b =
+            Vec::with_capacity(72 + extra + self.pages.len() * (4 + self.page_size as usize));
+        let magic = match self.commit {
+            Some(_) => LOG_MAGIC_RECORD,
+            None => LOG_MAGIC,
+        };
+        b.extend_from_slice(magic);
         b.extend_from_slice(&self.seq.to_le_bytes());
         b.extend_from_slice(&self.writer.to_le_bytes());
         b.extend_from_slice(&self.page_size.to_le_bytes());
         b.extend_from_slice(&self.page_count.to_le_bytes());
+        if let Some(c) = &self.commit {
+            c.encode_into(&mut b);
+        }
         b.extend_from_slice(&(self.pages.len() as u32).to_le_bytes());
         for (n, p) in &self.pages {
             b.extend_from_slice(&n.to_le_bytes());
@@ -124,13 +206,24 @@ impl LogEntry {
             buf: unseal(buf)?,
             pos: 0,
         };
-        if r.take(8)? != LOG_MAGIC {
-            return Err(bad("not a log entry"));
-        }
+        let with_record = match r.take(8)? {
+            m if m == LOG_MAGIC => false,
+            m if m == LOG_MAGIC_RECORD => true,
+            _ => return Err(bad("not a log entry")),
+        };
         let seq = r.u64()?;
         let writer = r.u64()?;
         let page_size = r.u32()?;
         let page_count = r.u32()?;
+        let commit = if with_record {
+            let c = CommitRecord::decode_from(&mut r)?;
+            if c.seq != seq {
+                return Err(bad("commit record of another seq"));
+            }
+            Some(c)
+        } else {
+            None
+        };
         let n = r.u32()?;
         check_page_size(page_size)?;
         // A count is only a claim: reserve no more pages than the record holds.
@@ -152,6 +245,7 @@ impl LogEntry {
             page_size,
             page_count,
             pages,
+            commit,
         })
     }
 }
@@ -171,40 +265,105 @@ pub struct Checkpoint {
     pub seq: u64,
     /// The page size in bytes.
     pub page_size: u32,
+    /// The commit records it carries (see [`CommitRecord`]).
+    pub records: Vec<CommitRecord>,
     /// The image (a whole number of pages).
     pub image: Vec<u8>,
 }
 
+/// A decoded checkpoint that borrows its image from the encoded bytes (no copy).
+#[derive(Debug)]
+pub struct CheckpointRef<'a> {
+    /// The sequence number the image reflects.
+    pub seq: u64,
+    /// The page size in bytes.
+    pub page_size: u32,
+    /// The commit records it carries.
+    pub records: Vec<CommitRecord>,
+    /// The image (a whole number of pages).
+    pub image: &'a [u8],
+}
+
 impl Checkpoint {
-    /// Encodes the checkpoint.
+    /// Encodes a checkpoint without commit records.
     pub fn encode(seq: u64, page_size: u32, image: &[u8]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(image.len() + 64);
-        b.extend_from_slice(CKP_MAGIC);
+        let mut b = Self::header(seq, page_size, &[], image.len());
+        b.extend_from_slice(image);
+        seal(b)
+    }
+
+    /// The encoding up to the image, with room reserved for the image and the
+    /// seal: append exactly `image_len` bytes, then [`Checkpoint::seal`].
+    pub fn header(seq: u64, page_size: u32, records: &[CommitRecord], image_len: usize) -> Vec<u8> {
+        let extra: usize = records.iter().map(|r| r.encoded_len()).sum();
+        let mut b = Vec::with_capacity(image_len + extra + 64);
+        if records.is_empty() {
+            b.extend_from_slice(CKP_MAGIC);
+        } else {
+            b.extend_from_slice(CKP_MAGIC_RECORDS);
+        }
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&page_size.to_le_bytes());
-        b.extend_from_slice(image);
+        if !records.is_empty() {
+            encode_records(&mut b, records);
+        }
+        b
+    }
+
+    /// Appends the checksum to a buffer started by [`Checkpoint::header`].
+    pub fn seal(buf: Vec<u8>) -> Vec<u8> {
+        seal(buf)
+    }
+
+    /// Encodes this checkpoint (the inverse of [`Checkpoint::decode`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Self::header(self.seq, self.page_size, &self.records, self.image.len());
+        b.extend_from_slice(&self.image);
         seal(b)
     }
 
     /// Decodes and checks a checkpoint.
     pub fn decode(buf: &[u8]) -> Result<Checkpoint, FormatError> {
+        let c = Self::decode_ref(buf)?;
+        Ok(Checkpoint {
+            seq: c.seq,
+            page_size: c.page_size,
+            records: c.records,
+            image: c.image.to_vec(),
+        })
+    }
+
+    /// Decodes and checks a checkpoint, borrowing the image.
+    pub fn decode_ref(buf: &[u8]) -> Result<CheckpointRef<'_>, FormatError> {
         let mut r = Reader {
             buf: unseal(buf)?,
             pos: 0,
         };
-        if r.take(8)? != CKP_MAGIC {
-            return Err(bad("not a checkpoint"));
-        }
+        let with_records = match r.take(8)? {
+            m if m == CKP_MAGIC => false,
+            m if m == CKP_MAGIC_RECORDS => true,
+            _ => return Err(bad("not a checkpoint")),
+        };
         let seq = r.u64()?;
         let page_size = r.u32()?;
         check_page_size(page_size)?;
-        let image = r.rest().to_vec();
+        let records = if with_records {
+            let v = decode_records(&mut r)?;
+            if v.is_empty() {
+                return Err(bad("a checkpoint with a record list holds no records"));
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        let image = r.rest();
         if !image.len().is_multiple_of(page_size as usize) {
             return Err(bad("checkpoint image is not a whole number of pages"));
         }
-        Ok(Checkpoint {
+        Ok(CheckpointRef {
             seq,
             page_size,
+            records,
             image,
         })
     }
@@ -227,6 +386,8 @@ pub struct Sidecar {
     pub tail_bytes: u64,
     /// The hash of every page of the local file.
     pub hashes: Vec<PageHash>,
+    /// The commit records of this copy (see [`CommitRecord`]), oldest first.
+    pub records: Vec<CommitRecord>,
 }
 
 impl Sidecar {
@@ -245,6 +406,7 @@ impl Sidecar {
         for h in &self.hashes {
             b.extend_from_slice(h);
         }
+        encode_records(&mut b, &self.records);
         seal(b)
     }
 
@@ -274,6 +436,7 @@ impl Sidecar {
             h.copy_from_slice(r.take(16)?);
             hashes.push(h);
         }
+        let records = decode_records(&mut r)?;
         if !r.rest().is_empty() {
             return Err(bad("trailing bytes after sidecar"));
         }
@@ -285,6 +448,7 @@ impl Sidecar {
             tail_entries,
             tail_bytes,
             hashes,
+            records,
         })
     }
 }
@@ -363,6 +527,7 @@ mod tests {
             page_size: 512,
             page_count: 3,
             pages: vec![(1, vec![1; 512]), (3, vec![3; 512])],
+            commit: None,
         };
         let b = e.encode();
         assert_eq!(LogEntry::decode(&b).unwrap(), e);
@@ -371,9 +536,27 @@ mod tests {
         assert!(LogEntry::decode(&c).is_err());
         assert!(LogEntry::decode(&b[..b.len() - 1]).is_err());
 
+        let rec = CommitRecord {
+            id: "req-1".into(),
+            seq: 7,
+            at_ms: 99,
+            result: b"{}".to_vec(),
+        };
+        let e2 = LogEntry {
+            commit: Some(rec.clone()),
+            ..e
+        };
+        assert_eq!(LogEntry::decode(&e2.encode()).unwrap(), e2);
+
         let k = Checkpoint::encode(3, 512, &[9; 1024]);
         let d = Checkpoint::decode(&k).unwrap();
         assert_eq!((d.seq, d.page_size, d.image.len()), (3, 512, 1024));
+        assert_eq!(d.to_bytes(), k);
+        let with = Checkpoint {
+            records: vec![rec.clone()],
+            ..d
+        };
+        assert_eq!(Checkpoint::decode(&with.to_bytes()).unwrap(), with);
 
         let s = Sidecar {
             tenant: "a/b".into(),
@@ -383,6 +566,7 @@ mod tests {
             tail_entries: 2,
             tail_bytes: 8192,
             hashes: vec![[1; 16], [2; 16]],
+            records: vec![rec],
         };
         assert_eq!(Sidecar::decode(&s.encode()).unwrap(), s);
     }

@@ -13,7 +13,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use super::TenantDbError;
-use super::format::{LogEntry, Sidecar, WalContent, page_hash, page_hashes, parse_wal};
+use super::format::{
+    CommitRecord, LogEntry, Sidecar, WalContent, page_hash, page_hashes, parse_wal,
+};
 
 type Result<T, E = TenantDbError> = std::result::Result<T, E>;
 
@@ -53,6 +55,13 @@ impl Paths {
         self.clear_side_files()?;
         remove_if_exists(&self.meta)?;
         remove_if_exists(&self.db)
+    }
+
+    /// The length of the cached database file.
+    pub(crate) fn db_len(&self) -> Result<u64> {
+        fs::metadata(&self.db)
+            .map(|m| m.len())
+            .map_err(|e| io("reading the cached database's size", e))
     }
 
     /// Bytes this tenant takes in the cache.
@@ -132,13 +141,14 @@ pub(crate) fn load_verified(paths: &Paths, tenant: &str) -> Result<Option<Sideca
     }
 }
 
-/// Installs a full image as the tenant's cached copy.
+/// Installs a full image (with its commit records) as the tenant's cached copy.
 pub(crate) fn install_image(
     paths: &Paths,
     tenant: &str,
     seq: u64,
     page_size: u32,
     image: &[u8],
+    records: Vec<CommitRecord>,
     validated_ms: u64,
 ) -> Result<Sidecar> {
     paths.clear_side_files()?;
@@ -153,13 +163,21 @@ pub(crate) fn install_image(
         tail_entries: 0,
         tail_bytes: 0,
         hashes: page_hashes(image, page_size as usize),
+        records,
     };
     write_sidecar(paths, &sc)?;
     Ok(sc)
 }
 
-/// Applies log entries to the cached file, in order, and updates the sidecar.
-pub(crate) fn apply_entries(paths: &Paths, sc: &mut Sidecar, entries: &[LogEntry]) -> Result<()> {
+/// Applies log entries to the cached file, in order, and updates the sidecar:
+/// page hashes, seq, and commit records (dropping those sent at or before
+/// `keep_after_ms`).
+pub(crate) fn apply_entries(
+    paths: &Paths,
+    sc: &mut Sidecar,
+    entries: &[LogEntry],
+    keep_after_ms: u64,
+) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -193,13 +211,25 @@ pub(crate) fn apply_entries(paths: &Paths, sc: &mut Sidecar, entries: &[LogEntry
             sc.hashes[*no as usize - 1] = page_hash(page);
         }
         sc.seq = e.seq;
+        if let Some(c) = &e.commit {
+            sc.records.push(c.clone());
+        }
         sc.tail_entries += 1;
         sc.tail_bytes += e.pages.len() as u64 * ps;
     }
     f.sync_data()
         .map_err(|e| io("syncing the cached database", e))?;
+    sc.records.retain(|r| r.at_ms > keep_after_ms);
     super::crash_point("tenantdb-pages-applied");
     write_sidecar(paths, sc)
+}
+
+/// Appends the whole cached file to `buf`.
+pub(crate) fn read_image_into(paths: &Paths, buf: &mut Vec<u8>) -> Result<()> {
+    File::open(&paths.db)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(|e| io("reading the cached database", e))?;
+    Ok(())
 }
 
 /// Reads the whole cached file.

@@ -19,12 +19,14 @@
 //! Under `<prefix>/<tenant>/` (prefix `tenants` by default):
 //!
 //! - `checkpoint/<seq:020>` — a full database image as of `seq` (magic, seq,
-//!   page size, the pages, SHA-256). `checkpoint/0…0` is written with
+//!   page size, the commit records it keeps (see "Idempotent commits"), the
+//!   pages, SHA-256). `checkpoint/0…0` is written with
 //!   `If-None-Match: *` when the tenant is created: that create is the
 //!   creation's commit point, and it is never garbage-collected (it is the
 //!   tenant's existence marker, so a stale creator can never fork a tenant).
 //! - `log/<seq:020>` — one commit: the pages it changed, the page count after
-//!   it, a random writer id and a SHA-256. Written with `If-None-Match: *`:
+//!   it, a random writer id, the commit id and result of an idempotent commit
+//!   (if any) and a SHA-256. Written with `If-None-Match: *`:
 //!   **the create is the commit point**. Exactly one writer can claim the seq
 //!   after the head, so commits are totally ordered without any lock.
 //! - `head` — JSON `{"checkpoints": [[seq, written_ms], ...], "floor": f}`,
@@ -48,8 +50,66 @@
 //! entries are fetched and applied, and **the closure runs again** — so it
 //! may run more than once and should only touch the database. Retries follow
 //! the [`RetryPolicy`] (full jitter); when it is spent the write fails with
-//! [`TenantDbError::Conflict`]. A lost response is settled by reading
-//! `log/<n+1>` back and comparing it with what was sent.
+//! [`TenantDbError::Conflict`]. The code is in `commit.rs`.
+//!
+//! ## Exactly once
+//!
+//! A commit is applied at most once, and an acknowledged commit is applied
+//! exactly once, under errors before a request, lost answers, late delivery
+//! (a create that lands after its writer gave up on it), duplicated delivery
+//! (a create that lands and then answers 412 to its own writer), S3's 409
+//! `ConditionalRequestConflict` (which the S3 backend reports as
+//! `Unavailable`: nothing written) and brownouts (a lost answer followed by
+//! failing requests of every kind). The argument:
+//!
+//! - an entry can only ever land at the seq its writer claimed (the seq is
+//!   the key), and re-sending the *identical* bytes with `If-None-Match: *`
+//!   is idempotent;
+//! - so an ambiguous or unanswered create of `log/<n+1>` is settled by
+//!   re-sending the same bytes to the same key, with backoff, until an answer
+//!   decides: created → ours; `Conflict` → read it back: our bytes → ours
+//!   (a duplicated or late delivery of ours), another writer's entry → ours
+//!   can never land, and only then does the closure run again;
+//! - `Unavailable` (S3's 409 included) proves nothing was written by that
+//!   request, so it is always "send again", never "exists";
+//! - when the retry budget runs out undecided, the write fails with
+//!   [`Error::Ambiguous`] (its [`kind`](TenantDbError::kind) is
+//!   `Ambiguous`): the outcome is unknown, and nothing is re-run on a hunch.
+//!   The instance remembers the seq and writer id of such a commit and, when
+//!   a later catch-up applies that seq, counts whether it landed
+//!   ([`TenantDbStats::undecided_landed`]) or lost its seq
+//!   ([`TenantDbStats::undecided_lost`]). The cached copy stays at `n` and
+//!   simply catches up: a late landing is then applied once, like any entry;
+//! - checkpoint uploads, head updates and garbage collection treat
+//!   `Unavailable` and lost answers as "try again" too (checkpoints are
+//!   claimed like log entries; the head update re-reads and re-applies;
+//!   deletes are idempotent).
+//!
+//! ## Idempotent commits
+//!
+//! [`TenantDbs::write_once`] (and [`TenantDbs::execute_once`] for SQL
+//! batches) commit with a caller's commit id: the log entry carries the id
+//! and the JSON of the result. A later call with the same id for the same
+//! tenant that finds the commit landed returns the stored result without
+//! running anything; one that finds it has not landed commits normally —
+//! safe even while the earlier attempt is in flight, because that attempt can
+//! only land at the seq it claimed: committing at head+1 either wins that seq
+//! (and the earlier attempt can never land) or loses it and, catching up,
+//! finds the id. This is what lets an HTTP client that got no answer, or an
+//! `Ambiguous` one, retry with the same `Idempotency-Key`.
+//!
+//! **How long an id is found.** Every cached copy keeps the commit records
+//! of the entries it applied, and every checkpoint carries the records of
+//! its copy, dropping only those sent more than `R` ago, where `R` is
+//! [`TenantDbsConfig::commit_id_retention`] (24 h by default), raised to the
+//! GC grace window if that is longer. A reader sees a checkpoint plus the log
+//! after it, so an id is found, by every process and from a cold cache, for
+//! at least `R` after its commit was sent (by the committing writer's clock;
+//! clocks are assumed to agree to within a small fraction of `R`), through
+//! any number of checkpoints and collections. After that it may be
+//! forgotten, and a call with that id runs again. Results are capped at
+//! [`MAX_COMMIT_RESULT_BYTES`]. A commit that changes nothing still lands a
+//! page-less entry, so its id is recorded too.
 //!
 //! When the commits since the last checkpoint carry page bytes of half the
 //! database (or number `checkpoint_every`), the committing writer also
@@ -146,7 +206,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{DynClock, SharedRng, SystemClock};
 use crate::error::{BoxError, Error};
 use crate::retry::RetryPolicy;
-use crate::store::{Condition, DynStore, ListPage, PutOptions, Version};
+use crate::store::{Condition, DynStore, PutOptions, Version};
 
 pub mod anki;
 #[doc(hidden)]
@@ -154,7 +214,7 @@ pub mod format;
 mod local;
 pub mod sandbox;
 
-use format::{Checkpoint, LogEntry, Sidecar};
+use format::{Checkpoint, Sidecar};
 use local::Paths;
 pub use sandbox::{BatchResult, LimitKind, Sandbox, SqlStatement, StatementResult};
 
@@ -300,6 +360,9 @@ pub struct TenantDbsConfig {
     pub schema: SchemaHook,
     /// Retry budget for conflicts and transient store errors.
     pub retry: RetryPolicy,
+    /// How long the id of an idempotent commit ([`TenantDbs::write_once`])
+    /// is kept after it landed (default 24 h; never less than `gc_grace`).
+    pub commit_id_retention: Duration,
     /// The clock for freshness, cache ages and grace windows.
     pub clock: DynClock,
 }
@@ -314,12 +377,19 @@ impl std::fmt::Debug for TenantDbsConfig {
             .field("checkpoint_every", &self.checkpoint_every)
             .field("gc_grace", &self.gc_grace)
             .field("prefix", &self.prefix)
+            .field("commit_id_retention", &self.commit_id_retention)
             .finish_non_exhaustive()
     }
 }
 
 /// The default cache budget: 1.5 GiB.
 pub const DEFAULT_CACHE_BUDGET: u64 = 1536 * 1024 * 1024;
+
+/// The largest serialized result an idempotent commit stores (1 MiB).
+pub const MAX_COMMIT_RESULT_BYTES: usize = 1024 * 1024;
+
+/// How long commit ids are kept by default (24 h).
+pub const DEFAULT_COMMIT_ID_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl TenantDbsConfig {
     /// Defaults with the given cache directory.
@@ -334,6 +404,7 @@ impl TenantDbsConfig {
             prefix: "tenants".into(),
             schema: Arc::new(|_| Ok(())),
             retry: RetryPolicy::default(),
+            commit_id_retention: DEFAULT_COMMIT_ID_RETENTION,
             clock: SystemClock::shared(),
         }
     }
@@ -383,6 +454,11 @@ impl TenantDbsConfig {
         self.clock = c;
         self
     }
+    /// Sets how long commit ids are kept (see [`TenantDbsConfig::commit_id_retention`]).
+    pub fn with_commit_id_retention(mut self, d: Duration) -> Self {
+        self.commit_id_retention = d;
+        self
+    }
 }
 
 /// Counters of a [`TenantDbs`] (a snapshot).
@@ -414,6 +490,14 @@ pub struct TenantDbStats {
     pub requests_delete: u64,
     /// LIST requests.
     pub requests_list: u64,
+    /// Idempotent commits answered from a stored result, without running.
+    pub replays: u64,
+    /// Commits whose outcome stayed unknown (reported as `Ambiguous`).
+    pub undecided: u64,
+    /// Of those, the ones later seen to have landed.
+    pub undecided_landed: u64,
+    /// Of those, the ones later seen to have lost their seq to another writer.
+    pub undecided_lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -431,15 +515,26 @@ struct Counters {
     requests_put: AtomicU64,
     requests_delete: AtomicU64,
     requests_list: AtomicU64,
+    replays: AtomicU64,
+    undecided: AtomicU64,
+    undecided_landed: AtomicU64,
+    undecided_lost: AtomicU64,
 }
 
 macro_rules! bump {
     ($c:expr, $field:ident, $n:expr) => {{
         let n: u64 = $n;
-        $c.$field.fetch_add(n, Ordering::Relaxed);
+        $c.$field.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!(concat!("ifmatch_tenantdb_", stringify!($field), "_total")).increment(n);
     }};
 }
+
+// After the macro, so that the submodules can use it.
+mod checkpoint;
+mod commit;
+mod sync;
+
+use sync::Fresh;
 
 fn request(c: &Counters, kind: &'static str) {
     let a = match kind {
@@ -510,6 +605,8 @@ struct Inner {
     counters: Counters,
     slots: Mutex<HashMap<String, Slot>>,
     rng: SharedRng,
+    /// Commits of ours whose outcome stayed unknown: tenant → (seq, writer id).
+    undecided: Mutex<HashMap<String, Vec<(u64, u64)>>>,
     _lock_file: File,
 }
 
@@ -631,6 +728,7 @@ impl TenantDbs {
                 counters: Counters::default(),
                 files: Mutex::new(HashMap::new()),
                 slots: Mutex::new(slots),
+                undecided: Mutex::new(HashMap::new()),
                 _lock_file: lock_file,
             }),
         })
@@ -654,6 +752,10 @@ impl TenantDbs {
             requests_put: g(&c.requests_put),
             requests_delete: g(&c.requests_delete),
             requests_list: g(&c.requests_list),
+            replays: g(&c.replays),
+            undecided: g(&c.undecided),
+            undecided_landed: g(&c.undecided_landed),
+            undecided_lost: g(&c.undecided_lost),
         }
     }
 
@@ -679,7 +781,7 @@ impl TenantDbs {
         let use_ = self.enter(tenant)?;
         let mut local = use_.lock.clone().lock_owned().await;
         let res = async {
-            if !self.ensure_current(tenant, &mut local, true).await? {
+            if !self.ensure_current(tenant, &mut local, Fresh::Read).await? {
                 return Err(TenantDbError::NotFound {
                     tenant: tenant.to_string(),
                 });
@@ -706,57 +808,57 @@ impl TenantDbs {
     /// local state is dropped, the winner's changes are applied and `f` runs
     /// again on the new state. A closure that changes nothing uploads nothing;
     /// a closure that fails or panics rolls back and uploads nothing.
+    ///
+    /// The closure never runs again once its commit may have landed: when the
+    /// outcome cannot be settled within the retry budget, the write fails with
+    /// an error whose [`kind`](TenantDbError::kind) is `Ambiguous` (see
+    /// "Exactly once" in the module docs, and [`TenantDbs::write_once`] for
+    /// commits that a retry can settle).
     pub async fn write<T, F>(&self, tenant: &str, f: F) -> Result<T>
     where
         F: FnMut(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let use_ = self.enter(tenant)?;
-        let mut local = use_.lock.clone().lock_owned().await;
-        let mut f = Some(f);
-        let policy = self.inner.cfg.retry.clone();
-        let mut attempts = policy.start();
-        let mut conflicts = 0u32;
-        let mut force_check = false;
-        let res = loop {
-            attempts.begin();
-            if attempts.made() > 1 {
-                bump!(self.inner.counters, retries, 1);
-            }
-            let step = self
-                .write_once(tenant, &mut local, &mut f, force_check)
-                .await;
-            match step {
-                Ok(Step::Done(v)) => break Ok(v),
-                Ok(Step::Lost) => {
-                    conflicts += 1;
-                    force_check = true;
-                    bump!(self.inner.counters, conflicts, 1);
-                    tracing::debug!(tenant, conflicts, "tenant commit lost, catching up");
-                }
-                Ok(Step::Recheck) => force_check = true,
-                Err(TenantDbError::Store(e)) if e.is_retryable() => {
-                    force_check = true;
-                    if !attempts.backoff().await {
-                        break Err(TenantDbError::Store(e));
-                    }
-                    continue;
-                }
-                Err(e) => break Err(e),
-            }
-            if !attempts.backoff().await {
-                break Err(TenantDbError::Conflict {
-                    tenant: tenant.to_string(),
-                    attempts: attempts.made(),
-                    conflicts,
-                });
-            }
+        self.write_inner(tenant, f, None).await
+    }
+
+    /// Like [`TenantDbs::write`], but idempotent under `commit_id`: the log
+    /// entry of the commit carries `commit_id` and the JSON of the closure's
+    /// result, and a later call with the same id for the same tenant that finds
+    /// that commit landed returns the stored result **without running `f`**.
+    /// One that finds it has not landed commits normally.
+    ///
+    /// This is safe while an earlier attempt with the same id is still in
+    /// flight: that attempt can only land at the seq it claimed, so this call
+    /// either wins that seq (and the earlier attempt can never land) or loses
+    /// it, catches up and finds the id. A caller that got `Ambiguous` (or no
+    /// answer at all) therefore retries with the same id and gets the original
+    /// outcome, never a second application.
+    ///
+    /// How long an id is found: see "Idempotent commits" in the module docs
+    /// ([`TenantDbsConfig::commit_id_retention`], 24 h by default, and never
+    /// less than the GC grace window), in every process and from a cold cache.
+    /// A commit that changes nothing still lands a (page-less) entry, so its
+    /// id is recorded too. The serialized result may be at most
+    /// [`MAX_COMMIT_RESULT_BYTES`]; a larger one fails before anything is
+    /// uploaded. `commit_id` must be 1 to 200 bytes.
+    pub async fn write_once<T, F>(&self, tenant: &str, commit_id: &str, f: F) -> Result<T>
+    where
+        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        if commit_id.is_empty() || commit_id.len() > 200 {
+            return Err(TenantDbError::InvalidInput(format!(
+                "a commit id must be 1 to 200 bytes, not {}",
+                commit_id.len()
+            )));
+        }
+        let once = commit::Once {
+            id: commit_id.to_string(),
+            encode: |v: &T| serde_json::to_vec(v),
+            decode: |b: &[u8]| serde_json::from_slice(b),
         };
-        self.finish(tenant, &mut local, &res);
-        drop(local);
-        drop(use_);
-        self.evict().await;
-        res
+        self.write_inner(tenant, f, Some(once)).await
     }
 
     /// Writes a standalone SQLite file of the tenant's current database to
@@ -767,7 +869,7 @@ impl TenantDbs {
         let use_ = self.enter(tenant)?;
         let mut local = use_.lock.clone().lock_owned().await;
         let res = async {
-            if !self.ensure_current(tenant, &mut local, true).await? {
+            if !self.ensure_current(tenant, &mut local, Fresh::Read).await? {
                 return Err(TenantDbError::NotFound {
                     tenant: tenant.to_string(),
                 });
@@ -859,6 +961,31 @@ impl TenantDbs {
         statements: Vec<SqlStatement>,
         sandbox: &Sandbox,
     ) -> Result<BatchResult> {
+        self.execute_with(tenant, statements, sandbox, None).await
+    }
+
+    /// [`TenantDbs::execute`] with an idempotent commit: a batch that writes is
+    /// committed through [`TenantDbs::write_once`] under `commit_id`, so a
+    /// retry with the same id returns the original results without running the
+    /// batch again. A read-only batch commits nothing and simply runs again.
+    pub async fn execute_once(
+        &self,
+        tenant: &str,
+        statements: Vec<SqlStatement>,
+        sandbox: &Sandbox,
+        commit_id: &str,
+    ) -> Result<BatchResult> {
+        self.execute_with(tenant, statements, sandbox, Some(commit_id))
+            .await
+    }
+
+    async fn execute_with(
+        &self,
+        tenant: &str,
+        statements: Vec<SqlStatement>,
+        sandbox: &Sandbox,
+        commit_id: Option<&str>,
+    ) -> Result<BatchResult> {
         sandbox::check_batch(&statements, sandbox)?;
         let deadline = std::time::Instant::now() + sandbox.time_limit;
         let statements = Arc::new(statements);
@@ -900,11 +1027,13 @@ impl TenantDbs {
                 results,
             });
         }
-        let results = self
-            .write(tenant, move |tx| {
-                sandbox::run_batch(tx, &statements, &sb, deadline)
-            })
-            .await?;
+        let run = move |tx: &rusqlite::Transaction<'_>| {
+            sandbox::run_batch(tx, &statements, &sb, deadline)
+        };
+        let results = match commit_id {
+            Some(id) => self.write_once(tenant, id, run).await?,
+            None => self.write(tenant, run).await?,
+        };
         Ok(BatchResult {
             read_only: false,
             results,
@@ -916,7 +1045,7 @@ impl TenantDbs {
         let use_ = self.enter(tenant)?;
         let mut local = use_.lock.clone().lock_owned().await;
         let res = async {
-            if !self.ensure_current(tenant, &mut local, true).await? {
+            if !self.ensure_current(tenant, &mut local, Fresh::Read).await? {
                 return Err(TenantDbError::NotFound {
                     tenant: tenant.to_string(),
                 });
@@ -1037,6 +1166,27 @@ impl TenantDbs {
         }
     }
 
+    /// One GET, no retries (the caller has its own loop).
+    async fn get_once(&self, key: &str) -> crate::Result<Option<Bytes>> {
+        let c = &self.inner.counters;
+        request(c, "get");
+        match self.inner.store.get(key).await {
+            Ok(o) => {
+                bump!(c, bytes_down, o.body.len() as u64);
+                Ok(Some(o.body))
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commit records sent at or before this time are dropped from copies and checkpoints.
+    fn records_keep_after(&self) -> u64 {
+        let cfg = &self.inner.cfg;
+        let keep = cfg.commit_id_retention.max(cfg.gc_grace).as_millis() as u64;
+        cfg.clock.now_ms().saturating_sub(keep)
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
         let c = &self.inner.counters;
         let r = self
@@ -1068,595 +1218,6 @@ impl TenantDbs {
             ..PutOptions::default()
         };
         self.inner.store.put(key, body, opts).await
-    }
-
-    async fn read_head(&self, tenant: &str) -> Result<Option<(Head, Version)>> {
-        let key = self.key(tenant, "head");
-        match self.get_versioned(&key).await? {
-            None => Ok(None),
-            Some((b, v)) => {
-                let h: Head = serde_json::from_slice(&b).map_err(|e| TenantDbError::Corrupt {
-                    what: key.clone(),
-                    message: e.to_string(),
-                })?;
-                Ok(Some((h, v)))
-            }
-        }
-    }
-
-    /// Makes `local` the tenant's current state (within the freshness policy
-    /// when `reading`). Returns false if the tenant has no database.
-    async fn ensure_current(
-        &self,
-        tenant: &str,
-        local: &mut Option<Sidecar>,
-        reading: bool,
-    ) -> Result<bool> {
-        let cfg = &self.inner.cfg;
-        if local.is_none() {
-            let (paths, files) = self.paths_locked(tenant);
-            let t = tenant.to_string();
-            *local = blocking(move || {
-                let _g = hold(&files);
-                local::load_verified(&paths, &t)
-            })
-            .await?;
-        }
-        let now = cfg.clock.now_ms();
-        let grace = cfg.gc_grace.as_millis() as u64;
-        if let Some(sc) = local.as_mut() {
-            let age = now.saturating_sub(sc.validated_ms);
-            if reading
-                && !cfg.max_staleness.is_zero()
-                && age <= cfg.max_staleness.as_millis() as u64
-            {
-                bump!(self.inner.counters, cache_hits, 1);
-                return Ok(true);
-            }
-            if age < grace / 2 {
-                // Nothing after `sc.seq` can have been collected yet (see the module docs).
-                self.catch_up(tenant, sc, now).await?;
-                bump!(self.inner.counters, cache_hits, 1);
-                return Ok(true);
-            }
-            match self.read_head(tenant).await? {
-                // Entries after the newest checkpoint are never collected while we replay them;
-                // an older copy loads that checkpoint instead of racing the collector.
-                Some((h, _)) if h.floor <= sc.seq && h.newest() <= sc.seq => {
-                    self.catch_up(tenant, sc, now).await?;
-                    bump!(self.inner.counters, cache_hits, 1);
-                    return Ok(true);
-                }
-                _ => {
-                    // Too old to replay (or the head is gone): load afresh.
-                    *local = None;
-                }
-            }
-        }
-        bump!(self.inner.counters, cache_misses, 1);
-        *local = self.cold_load(tenant).await?;
-        Ok(local.is_some())
-    }
-
-    /// Fetches and applies every log entry after `sc.seq`.
-    async fn catch_up(&self, tenant: &str, sc: &mut Sidecar, checked_ms: u64) -> Result<()> {
-        let mut entries = Vec::new();
-        let mut next = sc.seq + 1;
-        // One probe when current (the common case); then windows of parallel
-        // GETs that double up to 16, so a long tail is not fetched one by one.
-        let mut window = 1u64;
-        'fetch: loop {
-            let gets = (next..next + window).map(|s| {
-                let key = self.log_key(tenant, s);
-                async move { (self.get(&key).await, key) }
-            });
-            for (got, key) in futures::future::join_all(gets).await {
-                let Some(b) = got? else {
-                    break 'fetch;
-                };
-                let e = LogEntry::decode(&b).map_err(|e| corrupt(key.clone(), e))?;
-                if e.seq != next {
-                    return Err(TenantDbError::Corrupt {
-                        what: key,
-                        message: format!("holds seq {}", e.seq),
-                    });
-                }
-                entries.push(e);
-                next += 1;
-            }
-            window = (window * 2).min(16);
-        }
-        let (paths, files) = self.paths_locked(tenant);
-        let mut copy = sc.clone();
-        copy.validated_ms = checked_ms;
-        let copy = blocking(move || {
-            let _g = hold(&files);
-            if entries.is_empty() {
-                return Ok(copy);
-            }
-            local::apply_entries(&paths, &mut copy, &entries)?;
-            Ok(copy)
-        })
-        .await?;
-        *sc = copy;
-        Ok(())
-    }
-
-    /// Downloads the newest checkpoint and replays the log after it.
-    async fn cold_load(&self, tenant: &str) -> Result<Option<Sidecar>> {
-        let now = self.inner.cfg.clock.now_ms();
-        let head = self.read_head(tenant).await?;
-        let mut want = head.as_ref().map(|(h, _)| h.newest()).unwrap_or(0);
-        let mut body = self.get(&self.ckp_key(tenant, want)).await?;
-        if body.is_none() && head.is_some() {
-            // The head may name a checkpoint that was collected since: take the newest listed.
-            if let Some(seq) = self.newest_listed_checkpoint(tenant).await? {
-                want = seq;
-                body = self.get(&self.ckp_key(tenant, want)).await?;
-            }
-        }
-        let Some(body) = body else {
-            if head.is_some() {
-                return Err(TenantDbError::Corrupt {
-                    what: self.key(tenant, "head"),
-                    message: "no checkpoint found".into(),
-                });
-            }
-            return Ok(None);
-        };
-        let key = self.ckp_key(tenant, want);
-        let ck = Checkpoint::decode(&body).map_err(|e| corrupt(key, e))?;
-        if head.is_none() {
-            // A creator crashed before writing the head: repair it.
-            self.init_head(tenant).await;
-        }
-        let (paths, files) = self.paths_locked(tenant);
-        let t = tenant.to_string();
-        let mut sc = blocking(move || {
-            let _g = hold(&files);
-            local::install_image(&paths, &t, ck.seq, ck.page_size, &ck.image, now)
-        })
-        .await?;
-        self.catch_up(tenant, &mut sc, now).await?;
-        Ok(Some(sc))
-    }
-
-    async fn newest_listed_checkpoint(&self, tenant: &str) -> Result<Option<u64>> {
-        let seqs = self.list_seqs(tenant, "checkpoint/").await?;
-        Ok(seqs.into_iter().max())
-    }
-
-    async fn list_seqs(&self, tenant: &str, sub: &str) -> Result<Vec<u64>> {
-        let prefix = self.key(tenant, sub);
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let tok = token.take();
-            let page = self
-                .inner
-                .cfg
-                .retry
-                .run(|| {
-                    request(&self.inner.counters, "list");
-                    self.inner.store.list(
-                        &prefix,
-                        ListPage {
-                            token: tok.clone(),
-                            limit: 1000,
-                        },
-                    )
-                })
-                .await?;
-            out.extend(
-                page.entries
-                    .iter()
-                    .filter_map(|e| e.key.strip_prefix(&prefix)?.parse::<u64>().ok()),
-            );
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
-    }
-
-    async fn init_head(&self, tenant: &str) {
-        let h = Head {
-            checkpoints: vec![(0, self.inner.cfg.clock.now_ms())],
-            floor: 0,
-        };
-        if let Ok(b) = serde_json::to_vec(&h) {
-            let key = self.key(tenant, "head");
-            if let Err(e) = self.put(&key, b.into(), Condition::Absent).await
-                && e.kind() != crate::ErrorKind::Conflict
-            {
-                tracing::debug!(tenant, error = %e, "could not write the head");
-            }
-        }
-    }
-
-    /// Creates the tenant with the schema hook; on losing the race, loads the winner's.
-    async fn create(&self, tenant: &str, local: &mut Option<Sidecar>) -> Result<()> {
-        let dir = self.inner.cfg.cache_dir.clone();
-        let stem = local::stem(tenant);
-        let schema = self.inner.cfg.schema.clone();
-        let (_, files) = self.paths_locked(tenant);
-        let (ps, image) = blocking(move || {
-            let _g = hold(&files);
-            local::build_image(&dir, &stem, |tx| schema(tx))
-        })
-        .await?;
-        self.publish_image(tenant, local, ps, image).await
-    }
-
-    async fn publish_image(
-        &self,
-        tenant: &str,
-        local: &mut Option<Sidecar>,
-        ps: u32,
-        image: Vec<u8>,
-    ) -> Result<()> {
-        let now = self.inner.cfg.clock.now_ms();
-        let body = Bytes::from(Checkpoint::encode(0, ps, &image));
-        match self
-            .put(&self.ckp_key(tenant, 0), body, Condition::Absent)
-            .await
-        {
-            Ok(_) => {
-                bump!(self.inner.counters, checkpoints, 1);
-                let (paths, files) = self.paths_locked(tenant);
-                let t = tenant.to_string();
-                let sc = blocking(move || {
-                    let _g = hold(&files);
-                    local::install_image(&paths, &t, 0, ps, &image, now)
-                })
-                .await?;
-                *local = Some(sc);
-                self.init_head(tenant).await;
-                Ok(())
-            }
-            Err(e) if e.kind() == crate::ErrorKind::Conflict => {
-                *local = self.cold_load(tenant).await?;
-                Ok(())
-            }
-            Err(e) if e.kind() == crate::ErrorKind::Ambiguous => {
-                // Whichever creation landed (ours or another's) is the tenant now.
-                *local = self.cold_load(tenant).await?;
-                if local.is_none() {
-                    return Err(Error::Unavailable {
-                        message: format!("creating tenant '{tenant}': {e}"),
-                        source: None,
-                    }
-                    .into());
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn import_locked(
-        &self,
-        tenant: &str,
-        local: &mut Option<Sidecar>,
-        ps: u32,
-        image: Vec<u8>,
-        force: bool,
-    ) -> Result<()> {
-        let exists = self.ensure_current(tenant, local, false).await?;
-        if !exists {
-            self.publish_image(tenant, local, ps, image.clone()).await?;
-            // A racing creator may have won; fall through to replace it when forced.
-            let ours = local.as_ref().map(|s| s.seq == 0).unwrap_or(false) && {
-                let (paths, files) = self.paths_locked(tenant);
-                blocking(move || {
-                    let _g = hold(&files);
-                    local::read_image(&paths)
-                })
-                .await?
-                    == image
-            };
-            if ours {
-                return Ok(());
-            }
-        }
-        if !force {
-            return Err(TenantDbError::Exists {
-                tenant: tenant.to_string(),
-            });
-        }
-        let policy = self.inner.cfg.retry.clone();
-        let mut attempts = policy.start();
-        let mut conflicts = 0;
-        loop {
-            attempts.begin();
-            self.ensure_current(tenant, local, false).await?;
-            let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
-                tenant: tenant.to_string(),
-            })?;
-            if sc.page_size != ps {
-                return Err(Error::InvalidInput(format!(
-                    "the file's page size {ps} differs from the tenant's {}",
-                    sc.page_size
-                ))
-                .into());
-            }
-            let pages: Vec<(u32, Vec<u8>)> = image
-                .chunks(ps as usize)
-                .enumerate()
-                .filter(|(i, p)| sc.hashes.get(*i) != Some(&format::page_hash(p)))
-                .map(|(i, p)| (i as u32 + 1, p.to_vec()))
-                .collect();
-            let page_count = (image.len() / ps as usize) as u32;
-            if pages.is_empty() && page_count as usize == sc.hashes.len() {
-                return Ok(());
-            }
-            match self.publish(tenant, local, pages, page_count).await? {
-                true => return Ok(()),
-                false => {
-                    conflicts += 1;
-                    bump!(self.inner.counters, conflicts, 1);
-                    if !attempts.backoff().await {
-                        return Err(TenantDbError::Conflict {
-                            tenant: tenant.to_string(),
-                            attempts: attempts.made(),
-                            conflicts,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// One attempt of a write.
-    async fn write_once<T, F>(
-        &self,
-        tenant: &str,
-        local: &mut Option<Sidecar>,
-        f: &mut Option<F>,
-        force_check: bool,
-    ) -> Result<Step<T>>
-    where
-        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let exists = self.ensure_current(tenant, local, !force_check).await?;
-        if !exists {
-            self.create(tenant, local).await?;
-        }
-        let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
-            tenant: tenant.to_string(),
-        })?;
-        let (paths, files) = self.paths_locked(tenant);
-        // Move the closure to a blocking thread and back.
-        let mut owned: F = f.take().ok_or_else(|| {
-            TenantDbError::Panicked("the closure was lost by an earlier panic".into())
-        })?;
-        let ps = sc.page_size;
-        let (owned, out) = tokio::task::spawn_blocking(move || {
-            let g = hold(&files);
-            let r = local::run_write(&paths, ps, &mut owned);
-            drop(g);
-            (owned, r)
-        })
-        .await
-        .map_err(blocking_err)?;
-        *f = Some(owned);
-        let (value, wal) = out?;
-        let Some(wal) = wal else {
-            return Ok(Step::Done(value));
-        };
-        let now = self.inner.cfg.clock.now_ms();
-        let grace = self.inner.cfg.gc_grace.as_millis() as u64;
-        if grace > 0 && now.saturating_sub(sc.validated_ms) >= grace / 2 {
-            // Too long since the base was checked to claim its successor safely.
-            self.drop_wal(tenant).await?;
-            return Ok(Step::Recheck);
-        }
-        let page_count = wal.page_count.unwrap_or(sc.hashes.len() as u32);
-        if self.publish(tenant, local, wal.pages, page_count).await? {
-            Ok(Step::Done(value))
-        } else {
-            Ok(Step::Lost)
-        }
-    }
-
-    async fn drop_wal(&self, tenant: &str) -> Result<()> {
-        let (paths, files) = self.paths_locked(tenant);
-        blocking(move || {
-            let _g = hold(&files);
-            paths.clear_side_files()
-        })
-        .await
-    }
-
-    /// Publishes `pages` as the commit after `local`'s seq. True if it landed
-    /// (the cached file then holds it); false if another writer's commit took
-    /// that seq (the cached file has caught up with it).
-    async fn publish(
-        &self,
-        tenant: &str,
-        local: &mut Option<Sidecar>,
-        pages: Vec<(u32, Vec<u8>)>,
-        page_count: u32,
-    ) -> Result<bool> {
-        let sc = local.clone().ok_or_else(|| TenantDbError::NotFound {
-            tenant: tenant.to_string(),
-        })?;
-        let entry = LogEntry {
-            seq: sc.seq + 1,
-            writer: self.inner.rng.next_u64(),
-            page_size: sc.page_size,
-            page_count,
-            pages,
-        };
-        let body = Bytes::from(entry.encode());
-        let key = self.log_key(tenant, entry.seq);
-        let landed = match self.put(&key, body.clone(), Condition::Absent).await {
-            Ok(_) => true,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::ErrorKind::Conflict | crate::ErrorKind::Ambiguous
-                ) =>
-            {
-                // Whose entry is it? A lost response may hide our own success.
-                match self.get(&key).await {
-                    Ok(Some(b)) if b == body => true,
-                    Ok(Some(_)) => false,
-                    Ok(None) => {
-                        self.drop_wal(tenant).await?;
-                        return Err(e.into());
-                    }
-                    Err(e) => {
-                        self.drop_wal(tenant).await?;
-                        return Err(e);
-                    }
-                }
-            }
-            Err(e) => {
-                self.drop_wal(tenant).await?;
-                return Err(e.into());
-            }
-        };
-        let (paths, files) = self.paths_locked(tenant);
-        let now = self.inner.cfg.clock.now_ms();
-        if landed {
-            crash_point("tenantdb-commit-landed");
-            bump!(self.inner.counters, commits, 1);
-            let mut copy = sc.clone();
-            let seq = entry.seq;
-            let copy = blocking(move || {
-                let _g = hold(&files);
-                paths.clear_side_files()?;
-                local::apply_entries(&paths, &mut copy, std::slice::from_ref(&entry))?;
-                Ok(copy)
-            })
-            .await?;
-            *local = Some(copy);
-            if let Some(sc) = local.as_mut()
-                && self.checkpoint_due(sc)
-                && let Err(e) = self.maybe_checkpoint(tenant, sc).await
-            {
-                tracing::warn!(tenant, seq, error = %e, "checkpoint failed (the commit stands)");
-            }
-            Ok(true)
-        } else {
-            self.drop_wal(tenant).await?;
-            let mut copy = sc;
-            self.catch_up(tenant, &mut copy, now).await?;
-            *local = Some(copy);
-            Ok(false)
-        }
-    }
-
-    /// Whether the log since the last known checkpoint is long enough for a new one:
-    /// `checkpoint_every` commits, or page bytes of half the database.
-    fn checkpoint_due(&self, sc: &Sidecar) -> bool {
-        let image = sc.hashes.len() as u64 * sc.page_size as u64;
-        sc.tail_entries >= self.inner.cfg.checkpoint_every || sc.tail_bytes >= image / 2
-    }
-
-    /// Writes a checkpoint unless another writer wrote one this copy does not know of.
-    async fn maybe_checkpoint(&self, tenant: &str, sc: &mut Sidecar) -> Result<()> {
-        let since = sc.seq.saturating_sub(sc.tail_entries);
-        if let Some((h, _)) = self.read_head(tenant).await? {
-            let newest = h.newest();
-            if newest > since && newest <= sc.seq {
-                // Someone else checkpointed: count from there (bytes scaled, as sizes are unknown).
-                let left = sc.seq - newest;
-                sc.tail_bytes = sc.tail_bytes * left / sc.tail_entries.max(1);
-                sc.tail_entries = left;
-                if !self.checkpoint_due(sc) {
-                    return Ok(());
-                }
-            }
-        }
-        self.checkpoint(tenant, sc.seq, sc.page_size).await?;
-        sc.tail_entries = 0;
-        sc.tail_bytes = 0;
-        Ok(())
-    }
-
-    /// Uploads a checkpoint at `seq` (the cached file), records it in the head
-    /// and collects what no checkpoint needs any more.
-    async fn checkpoint(&self, tenant: &str, seq: u64, ps: u32) -> Result<()> {
-        let (paths, files) = self.paths_locked(tenant);
-        let image = blocking(move || {
-            let _g = hold(&files);
-            local::read_image(&paths)
-        })
-        .await?;
-        let body = Bytes::from(Checkpoint::encode(seq, ps, &image));
-        match self
-            .put(&self.ckp_key(tenant, seq), body, Condition::Absent)
-            .await
-        {
-            Ok(_) => bump!(self.inner.counters, checkpoints, 1),
-            Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
-            Err(e) => return Err(e.into()),
-        }
-        let grace = self.inner.cfg.gc_grace.as_millis() as u64;
-        let key = self.key(tenant, "head");
-        for _ in 0..8 {
-            let now = self.inner.cfg.clock.now_ms();
-            let (mut head, cond) = match self.read_head(tenant).await? {
-                Some((h, v)) => (h, Condition::Matches(v)),
-                None => (Head::default(), Condition::Absent),
-            };
-            let old_floor = head.floor;
-            if !head.checkpoints.iter().any(|c| c.0 == seq) {
-                head.checkpoints.push((seq, now));
-                head.checkpoints.sort();
-            }
-            let floor = head
-                .checkpoints
-                .iter()
-                .filter(|c| now.saturating_sub(c.1) >= grace)
-                .map(|c| c.0)
-                .max()
-                .unwrap_or(0)
-                .max(old_floor);
-            head.floor = floor;
-            head.checkpoints.retain(|c| c.0 >= floor);
-            let b = serde_json::to_vec(&head).map_err(|e| TenantDbError::Corrupt {
-                what: key.clone(),
-                message: e.to_string(),
-            })?;
-            match self.put(&key, b.into(), cond).await {
-                Ok(_) => {
-                    if floor > old_floor {
-                        self.collect(tenant, floor).await?;
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes log entries `≤ floor` and checkpoints `< floor` (but never the creation checkpoint).
-    async fn collect(&self, tenant: &str, floor: u64) -> Result<()> {
-        for seq in self.list_seqs(tenant, "log/").await? {
-            if seq <= floor {
-                request(&self.inner.counters, "delete");
-                self.inner
-                    .store
-                    .delete(&self.log_key(tenant, seq), Condition::Any)
-                    .await?;
-            }
-        }
-        for seq in self.list_seqs(tenant, "checkpoint/").await? {
-            if seq > 0 && seq < floor {
-                request(&self.inner.counters, "delete");
-                self.inner
-                    .store
-                    .delete(&self.ckp_key(tenant, seq), Condition::Any)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Evicts tenants past the maximum age, then least recently used ones
@@ -1728,10 +1289,3 @@ pub(crate) fn crash_point(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn crash_point(_name: &str) {}
-
-/// The outcome of one write attempt.
-enum Step<T> {
-    Done(T),
-    Lost,
-    Recheck,
-}

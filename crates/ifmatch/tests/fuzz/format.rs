@@ -46,11 +46,7 @@ fn decode_all(bytes: &[u8]) -> Result<usize, TestCaseError> {
         bytes.len()
     );
     if let Ok(c) = ckp {
-        prop_assert_eq!(
-            Checkpoint::encode(c.seq, c.page_size, &c.image),
-            bytes,
-            "checkpoint not canonical"
-        );
+        prop_assert_eq!(c.to_bytes(), bytes, "checkpoint not canonical");
         ok += 1;
     }
     let (side, largest) = largest_allocation(|| Sidecar::decode(bytes));
@@ -87,6 +83,7 @@ fn log_entry() -> impl Strategy<Value = LogEntry> {
                 page_size: ps,
                 page_count: count,
                 pages,
+                commit: None,
             })
     })
 }
@@ -120,6 +117,7 @@ fn sidecar() -> impl Strategy<Value = Sidecar> {
                 tail_entries,
                 tail_bytes,
                 hashes,
+                records: Vec::new(),
             },
         )
 }
@@ -214,7 +212,7 @@ fn hostile_record() -> impl Strategy<Value = Vec<u8>> {
             prop::collection::vec(any::<u8>(), 0..80)
         )
             .prop_map(|(tl, tenant, ps, n, tail)| {
-                let mut b = b"IFMDSID2".to_vec();
+                let mut b = b"IFMDSID3".to_vec();
                 b.extend_from_slice(&tl.to_le_bytes());
                 b.extend_from_slice(&tenant);
                 b.extend_from_slice(&7u64.to_le_bytes());
@@ -252,7 +250,7 @@ fn regressions() {
     b.extend_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(decode_all(&seal(b)).unwrap(), 0);
     // The same for a sidecar claiming 2^32-1 hashes.
-    let mut b = b"IFMDSID2".to_vec();
+    let mut b = b"IFMDSID3".to_vec();
     b.extend_from_slice(&0u32.to_le_bytes());
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&4096u32.to_le_bytes());

@@ -7,6 +7,8 @@
 mod env;
 mod suite;
 
+mod exactly_once;
+
 mod file;
 mod memory;
 mod s3;
