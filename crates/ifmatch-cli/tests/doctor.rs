@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ifmatch::store::memory::MemoryStore;
-use ifmatch::store::{Fetch, ListPage, ListResult, list_all};
-use ifmatch::{Condition, DynStore, Object, ObjectMeta, PutOptions, Result, Store, Version};
+use ifmatch::store::{intercept, list_all};
+use ifmatch::{Condition, DynStore, Object, PutOptions, Result, Store, Version};
 use ifmatch_cli::doctor;
 
 /// Which conditions the broken store drops.
@@ -44,19 +44,16 @@ impl IgnoresConditions {
 }
 
 #[async_trait]
-impl Store for IgnoresConditions {
+impl intercept::Intercept for IgnoresConditions {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
     fn describe(&self) -> String {
         "ignores-conditions://".into()
     }
     async fn get(&self, key: &str) -> Result<Object> {
         tokio::task::yield_now().await;
         self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.inner.head(key).await
     }
     async fn put(&self, key: &str, body: Bytes, mut opts: PutOptions) -> Result<Version> {
         tokio::task::yield_now().await;
@@ -65,9 +62,6 @@ impl Store for IgnoresConditions {
     }
     async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
         self.inner.delete(key, self.strip(condition)).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.inner.list(prefix, page).await
     }
 }
 

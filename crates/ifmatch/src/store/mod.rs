@@ -17,6 +17,8 @@
 //!
 //! [`fault::FaultStore`] wraps any of them to inject errors, latency and lost
 //! responses; [`prefix::PrefixStore`] shows one of them under a key prefix.
+//! [`intercept::Intercept`] makes a wrapper that changes only the calls it
+//! names and passes the rest on.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -49,6 +51,7 @@ use crate::error::{Error, Result};
 pub mod dynamodb;
 pub mod fault;
 pub mod file;
+pub mod intercept;
 pub mod memory;
 pub mod prefix;
 pub mod s3;

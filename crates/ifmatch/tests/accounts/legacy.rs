@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ifmatch::accounts::AccountsError;
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
-    Version,
-};
+use ifmatch::store::intercept;
+use ifmatch::store::{DynStore, PutOptions, Store, Version};
 
 use crate::backends::backends;
 use crate::{CHEAP, fixture, raw, stored_hash};
@@ -170,18 +168,9 @@ struct RacingStore {
 }
 
 #[async_trait]
-impl Store for RacingStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
+impl intercept::Intercept for RacingStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
         let intrude = if key == self.key {
@@ -193,12 +182,6 @@ impl Store for RacingStore {
             self.inner.put(key, other, PutOptions::any()).await?;
         }
         self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
     }
 }
 

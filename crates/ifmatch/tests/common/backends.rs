@@ -19,17 +19,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use ifmatch::DynStore;
+use ifmatch::store::Store;
 use ifmatch::store::dynamodb::DynamoStore;
 use ifmatch::store::file::FileStore;
+use ifmatch::store::intercept;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch::store::prefix::PrefixStore;
 use ifmatch::store::s3::S3Store;
-use ifmatch::store::{
-    Condition, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store, Version,
-};
 use tokio::sync::OnceCell;
 
 /// A fresh memory store and a fresh file store, by name.
@@ -75,31 +72,9 @@ impl Drop for TempFileStore {
     }
 }
 
-#[async_trait]
-impl Store for TempFileStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn max_value_size(&self) -> Option<u64> {
-        self.inner.max_value_size()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
+impl intercept::Intercept for TempFileStore {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
     }
 }
 

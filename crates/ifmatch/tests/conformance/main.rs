@@ -8,6 +8,7 @@ mod dynamodb;
 mod env;
 mod fault;
 mod file;
+mod localstack;
 mod memory;
 mod s3;
 mod suite;

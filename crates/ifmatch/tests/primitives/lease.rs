@@ -15,10 +15,8 @@ use ifmatch::lease::{
 };
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Metadata, Object, ObjectMeta, PutOptions,
-    Store, Version,
-};
+use ifmatch::store::intercept::{self, Call};
+use ifmatch::store::{DynStore, Metadata, ObjectMeta, PutOptions, Store, Version};
 use ifmatch::{Error, Result};
 
 use crate::backends::local_backends as backends;
@@ -825,24 +823,21 @@ impl Switchable {
 }
 
 #[async_trait]
-impl Store for Switchable {
+impl intercept::Intercept for Switchable {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
     fn describe(&self) -> String {
         format!("switchable({})", self.inner.describe())
     }
-    async fn get(&self, key: &str) -> Result<Object> {
+    async fn around<R: Send, F>(&self, _call: Call<'_>, run: F) -> Result<R>
+    where
+        F: std::future::Future<Output = Result<R>> + Send,
+    {
         self.check()?;
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.check()?;
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.check()?;
-        self.inner.head(key).await
+        run.await
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
-        self.check()?;
         let landed = self.inner.put(key, body, opts).await;
         if self.lose_next_put_then_down.swap(false, Ordering::SeqCst) {
             self.down.store(true, Ordering::SeqCst);
@@ -852,14 +847,6 @@ impl Store for Switchable {
             });
         }
         landed
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        self.check()?;
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.check()?;
-        self.inner.list(prefix, page).await
     }
 }
 
@@ -877,15 +864,9 @@ impl std::fmt::Debug for AfterFirstHead {
 }
 
 #[async_trait]
-impl Store for AfterFirstHead {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
+impl intercept::Intercept for AfterFirstHead {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let meta = self.inner.head(key).await;
@@ -894,15 +875,6 @@ impl Store for AfterFirstHead {
             action.await;
         }
         meta
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.inner.list(prefix, page).await
     }
 }
 
@@ -972,32 +944,19 @@ impl Throttled {
 }
 
 #[async_trait]
-impl Store for Throttled {
-    fn describe(&self) -> String {
-        self.inner.describe()
+impl intercept::Intercept for Throttled {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
-    async fn get(&self, key: &str) -> Result<Object> {
-        let _p = self.read().await;
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        let _p = self.read().await;
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let _p = self.read().await;
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
-        let _p = self.write().await;
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        let _p = self.write().await;
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        let _p = self.read().await;
-        self.inner.list(prefix, page).await
+    async fn around<R: Send, F>(&self, call: Call<'_>, run: F) -> Result<R>
+    where
+        F: std::future::Future<Output = Result<R>> + Send,
+    {
+        let _p = if call.op.is_write() {
+            self.write().await
+        } else {
+            self.read().await
+        };
+        run.await
     }
 }

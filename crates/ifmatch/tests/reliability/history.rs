@@ -13,6 +13,7 @@ use std::time::Instant;
 use ifmatch::clock::SharedRng;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
 use ifmatch::store::file::FileStore;
+use ifmatch::store::intercept;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch::store::{Condition, DynStore, PutOptions, Store, Version};
 use ifmatch::{Error, Object};
@@ -206,22 +207,12 @@ async fn file_race_with_lost_responses_is_linearizable() {
 struct CheckThenWrite(MemoryStore);
 
 #[async_trait::async_trait]
-impl Store for CheckThenWrite {
+impl intercept::Intercept for CheckThenWrite {
+    fn inner(&self) -> &dyn Store {
+        &self.0
+    }
     fn describe(&self) -> String {
         "check-then-write".into()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.0.get(key).await
-    }
-    async fn get_if_changed(
-        &self,
-        key: &str,
-        v: &Version,
-    ) -> ifmatch::Result<ifmatch::store::Fetch> {
-        self.0.get_if_changed(key, v).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ifmatch::ObjectMeta> {
-        self.0.head(key).await
     }
     async fn put(
         &self,
@@ -241,16 +232,6 @@ impl Store for CheckThenWrite {
         // The race window between the check and the write.
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
         self.0.put(key, body, PutOptions::any()).await
-    }
-    async fn delete(&self, key: &str, c: Condition) -> ifmatch::Result<()> {
-        self.0.delete(key, c).await
-    }
-    async fn list(
-        &self,
-        p: &str,
-        page: ifmatch::store::ListPage,
-    ) -> ifmatch::Result<ifmatch::store::ListResult> {
-        self.0.list(p, page).await
     }
 }
 

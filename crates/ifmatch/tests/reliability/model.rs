@@ -24,8 +24,9 @@ use ifmatch::Error;
 use ifmatch::clock::SharedRng;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
 use ifmatch::store::file::FileStore;
+use ifmatch::store::intercept;
 use ifmatch::store::memory::MemoryStore;
-use ifmatch::store::{Condition, DynStore, PutOptions, Version};
+use ifmatch::store::{Condition, DynStore, PutOptions, Store, Version};
 use ifmatch::update::{UpdateError, update_json};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -447,22 +448,12 @@ struct ForgetsWrites {
 }
 
 #[async_trait::async_trait]
-impl ifmatch::Store for ForgetsWrites {
+impl intercept::Intercept for ForgetsWrites {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
     fn describe(&self) -> String {
         "forgets-writes".into()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<ifmatch::Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(
-        &self,
-        key: &str,
-        v: &Version,
-    ) -> ifmatch::Result<ifmatch::store::Fetch> {
-        self.inner.get_if_changed(key, v).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ifmatch::ObjectMeta> {
-        self.inner.head(key).await
     }
     async fn put(
         &self,
@@ -475,16 +466,6 @@ impl ifmatch::Store for ForgetsWrites {
             return Ok(Version::new(format!("forgotten-{n}")));
         }
         self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, c: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, c).await
-    }
-    async fn list(
-        &self,
-        p: &str,
-        page: ifmatch::store::ListPage,
-    ) -> ifmatch::Result<ifmatch::store::ListResult> {
-        self.inner.list(p, page).await
     }
 }
 

@@ -5,13 +5,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use ifmatch::clock::SharedRng;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
-    Version,
-};
+use ifmatch::store::intercept::{self, Call};
+use ifmatch::store::{DynStore, Object, Store};
 
 /// Which part of a snapshot a key is.
 fn part(key: &str) -> &'static str {
@@ -61,33 +58,19 @@ impl Counting {
 }
 
 #[async_trait]
-impl Store for Counting {
+impl intercept::Intercept for Counting {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
     fn describe(&self) -> String {
         format!("counting({})", self.inner.describe())
     }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.add("get", key);
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.add("get_if_changed", key);
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.add("head", key);
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        self.add("put", key);
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.add("delete", key);
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.add("list", prefix);
-        self.inner.list(prefix, page).await
+    async fn around<R: Send, F>(&self, call: Call<'_>, run: F) -> ifmatch::Result<R>
+    where
+        F: std::future::Future<Output = ifmatch::Result<R>> + Send,
+    {
+        self.add(call.op.as_str(), call.key);
+        run.await
     }
 }
 
@@ -128,28 +111,12 @@ impl Outage {
     }
 }
 
-#[async_trait]
-impl Store for Outage {
+impl intercept::Intercept for Outage {
+    fn inner(&self) -> &dyn Store {
+        self.pick()
+    }
     fn describe(&self) -> String {
         format!("outage({})", self.up.describe())
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.pick().get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.pick().get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.pick().head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        self.pick().put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.pick().delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.pick().list(prefix, page).await
     }
 }
 
@@ -176,9 +143,9 @@ impl BeforeFirstBodyGet {
 }
 
 #[async_trait]
-impl Store for BeforeFirstBodyGet {
-    fn describe(&self) -> String {
-        self.inner.describe()
+impl intercept::Intercept for BeforeFirstBodyGet {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn get(&self, key: &str) -> ifmatch::Result<Object> {
         if part(key) == "body" {
@@ -188,20 +155,5 @@ impl Store for BeforeFirstBodyGet {
             }
         }
         self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
     }
 }

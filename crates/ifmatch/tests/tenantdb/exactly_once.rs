@@ -14,10 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ifmatch::clock::ManualClock;
+use ifmatch::store::intercept::{self, Call};
 use ifmatch::store::memory::MemoryStore;
-use ifmatch::store::{
-    Condition, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store, Version,
-};
+use ifmatch::store::{Condition, PutOptions, Store, Version};
 use ifmatch::tenantdb::{TenantDbError, TenantDbs, TenantDbsConfig};
 use ifmatch::{DynStore, Error, ErrorKind, Result};
 
@@ -137,24 +136,21 @@ impl Scripted {
 }
 
 #[async_trait]
-impl Store for Scripted {
+impl intercept::Intercept for Scripted {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
     fn describe(&self) -> String {
         format!("scripted({})", self.inner.describe())
     }
-    async fn get(&self, key: &str) -> Result<Object> {
+    async fn around<R: Send, F>(&self, _call: Call<'_>, run: F) -> Result<R>
+    where
+        F: std::future::Future<Output = Result<R>> + Send,
+    {
         self.before().await?;
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.before().await?;
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.before().await?;
-        self.inner.head(key).await
+        run.await
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
-        self.before().await?;
         if self.take_409(opts.condition != Condition::Any) {
             return Err(Self::unavailable(
                 "409 ConditionalRequestConflict (nothing written)",
@@ -191,15 +187,10 @@ impl Store for Scripted {
         }
     }
     async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        self.before().await?;
         if self.take_409(condition != Condition::Any) {
             return Err(Self::unavailable("409 ConditionalRequestConflict"));
         }
         self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.before().await?;
-        self.inner.list(prefix, page).await
     }
 }
 

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ifmatch::clock::SharedRng;
 use ifmatch::retry::RetryPolicy;
-use ifmatch::store::{
-    Condition, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store, Version,
-};
+use ifmatch::store::intercept::{self, Call, Op};
+use ifmatch::store::{PutOptions, Store, Version};
 use ifmatch::tenantdb::{TenantDbError, TenantDbs, TenantDbsConfig, anki};
 use ifmatch::{DynStore, Result};
 
@@ -90,39 +89,36 @@ impl Counting {
 }
 
 #[async_trait]
-impl Store for Counting {
+impl intercept::Intercept for Counting {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
     fn describe(&self) -> String {
         format!("counting({})", self.inner.describe())
     }
-    async fn get(&self, key: &str) -> Result<Object> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.heads.fetch_add(1, Ordering::SeqCst);
-        self.inner.head(key).await
+    async fn around<R: Send, F>(&self, call: Call<'_>, run: F) -> Result<R>
+    where
+        F: std::future::Future<Output = Result<R>> + Send,
+    {
+        let counter = match call.op {
+            Op::Get | Op::GetIfChanged => &self.gets,
+            Op::Head => &self.heads,
+            Op::Put => {
+                self.put_bytes.fetch_add(call.bytes, Ordering::SeqCst);
+                &self.puts
+            }
+            Op::Delete => &self.deletes,
+            Op::List => &self.lists,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        run.await
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.put_bytes
-            .fetch_add(body.len() as u64, Ordering::SeqCst);
         let v = self.inner.put(key, body, opts).await?;
         if key.contains("/log/") && self.crash_after_log_put.load(Ordering::SeqCst) {
             panic!("simulated crash after the log entry landed");
         }
         Ok(v)
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        self.deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix, page).await
     }
 }
 
