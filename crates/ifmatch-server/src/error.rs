@@ -28,9 +28,11 @@
 //! | `unsupported_media_type` | 415 | a PATCH that is neither merge-patch nor json-patch |
 //! | `patch_failed` | 422 | a patch that cannot be applied (a failed `test`, a missing path) |
 //! | `not_json` | 409 | a PATCH of a value that is not a JSON document |
-//! | `timeout` | 504 | the request took longer than the request timeout |
-//! | `unavailable` | 503 | the store is unreachable (retry later) |
-//! | `ambiguous` | 500 | a write's outcome is unknown (re-read before retrying) |
+//! | `timeout` | 504 | the request took longer than the request timeout (a write may or may not have landed) |
+//! | `outcome_unknown` | 504 | a write's outcome cannot be known: it may or may not have landed. Retry with the same `Idempotency-Key` to settle it (see [`crate::idempotency_key`]), or re-read |
+//! | `idempotency_in_progress` | 409 | a request with the same `Idempotency-Key` is still running (`Retry-After`) |
+//! | `idempotency_key_reused` | 422 | an `Idempotency-Key` sent again with a different request |
+//! | `unavailable` | 503 | the store is unreachable or refused for a transient reason; nothing was written (retry later) |
 //! | `unsupported` | 501 | the store cannot do this |
 //! | `internal` | 500 | anything else |
 
@@ -361,7 +363,7 @@ pub(crate) fn status_of(kind: ifmatch::ErrorKind) -> (StatusCode, &'static str) 
         K::Invalid => (StatusCode::BAD_REQUEST, "bad_request"),
         K::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         K::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        K::Ambiguous => (StatusCode::INTERNAL_SERVER_ERROR, "ambiguous"),
+        K::Ambiguous => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
         K::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }

@@ -44,6 +44,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod idempotency_key;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod leases;
@@ -64,7 +65,7 @@ use std::time::Duration;
 
 use ifmatch::DynStore;
 use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
-use ifmatch::clock::{DynClock, SystemClock};
+use ifmatch::clock::{DynClock, SharedRng, SystemClock};
 use ifmatch::idempotency::Idempotency;
 use ifmatch::lease::Leases;
 use ifmatch::retry::RetryPolicy;
@@ -109,6 +110,9 @@ pub struct ServerConfig {
     pub sandbox: Sandbox,
     /// The clock of sessions, leases, idempotency and accounts.
     pub clock: DynClock,
+    /// The randomness of the primitives (claim ids, backoff jitter, commit
+    /// writer ids): from the operating system by default, seeded in tests.
+    pub rng: SharedRng,
 }
 
 /// The default lifetime of a session token: 24 hours.
@@ -134,6 +138,7 @@ impl Default for ServerConfig {
             db_cache_dir: None,
             sandbox: Sandbox::default(),
             clock: SystemClock::shared(),
+            rng: SharedRng::from_entropy(),
         }
     }
 }
@@ -199,6 +204,7 @@ struct Inner {
     key: Option<auth::OperatorKey>,
     leases: Leases,
     idempotency: Idempotency,
+    http_idempotency: Idempotency,
     accounts: Accounts,
     sessions: sessions::Sessions,
     dbs: Option<TenantDbs>,
@@ -213,10 +219,20 @@ impl AppState {
             None => None,
         };
         let clock = config.clock.clone();
+        let rng = config.rng.clone();
         let leases = Leases::new(store.clone())
             .with_clock(clock.clone())
+            .with_rng(rng.clone())
             .with_holder_name("http");
-        let idempotency = Idempotency::new(store.clone()).with_clock(clock.clone());
+        let idempotency = Idempotency::new(store.clone())
+            .with_clock(clock.clone())
+            .with_rng(rng.clone());
+        let http_idempotency = idempotency_key::records(
+            Idempotency::new(store.clone())
+                .with_clock(clock.clone())
+                .with_rng(rng.clone()),
+            config.request_timeout,
+        );
         let accounts = Accounts::new(
             store.clone(),
             AccountsConfig::default()
@@ -232,7 +248,9 @@ impl AppState {
             Some(dir) => Some(
                 TenantDbs::open(
                     store.clone(),
-                    TenantDbsConfig::new(dir).with_clock(clock.clone()),
+                    TenantDbsConfig::new(dir)
+                        .with_clock(clock.clone())
+                        .with_retry(RetryPolicy::default().with_rng(rng.clone())),
                 )
                 .map_err(|e| ServerError::Setup {
                     what: "tenant databases",
@@ -248,6 +266,7 @@ impl AppState {
                 key,
                 leases,
                 idempotency,
+                http_idempotency,
                 accounts,
                 sessions,
                 dbs,
@@ -261,6 +280,10 @@ impl AppState {
     /// The idempotency records.
     pub fn idempotency(&self) -> &Idempotency {
         &self.inner.idempotency
+    }
+    /// The records behind the `Idempotency-Key` header ([`idempotency_key`]).
+    pub fn http_idempotency(&self) -> &Idempotency {
+        &self.inner.http_idempotency
     }
     /// The user accounts.
     pub fn accounts(&self) -> &Accounts {

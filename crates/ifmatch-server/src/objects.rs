@@ -24,7 +24,7 @@
 use bytes::Bytes;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::{Fetch, Metadata};
-use ifmatch::update::{Decision, update};
+use ifmatch::update::{Decision, update, update_with_id};
 use ifmatch::{Condition, Error, Object, ObjectMeta, PutOptions, Store, Version};
 
 use crate::error::{Abort, ApiError};
@@ -289,15 +289,20 @@ pub fn user_metadata(metadata: &Metadata) -> Metadata {
 }
 
 /// PATCH: applies `patch` in the update loop (see the module docs).
+///
+/// With a `write_id` (from an `Idempotency-Key`), every retry of one request
+/// carries the same write id, so a change that already landed is found and
+/// not applied again; the answer is then the key's current value.
 pub async fn patch(
     store: &dyn Store,
     key: &str,
     patch: &Patch,
     pre: &Preconditions,
     policy: &RetryPolicy,
+    write_id: Option<&str>,
 ) -> Result<Patched, ApiError> {
     let mut last: Option<(Bytes, Metadata)> = None;
-    let result = update(store, key, policy, |current| {
+    let apply = |current: Option<&ifmatch::Object>| {
         let Some(obj) = current else {
             return Err(Abort::NotFound.into());
         };
@@ -308,9 +313,24 @@ pub async fn patch(
         let metadata = user_metadata(&obj.meta.metadata);
         last = Some((body.clone(), metadata.clone()));
         Ok(Decision::Write { body, metadata })
-    })
-    .await
+    };
+    let result = match write_id {
+        Some(id) => update_with_id(store, key, policy, id, apply).await,
+        None => update(store, key, policy, apply).await,
+    }
     .map_err(|e| ApiError::from_update(e, !pre.is_empty()))?;
+    if result.replayed {
+        // An earlier try of this request landed: answer with the value now.
+        let obj = store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::from_store(e, false))?;
+        return Ok(Patched {
+            version: obj.meta.version.clone(),
+            metadata: user_metadata(&obj.meta.metadata),
+            body: obj.body,
+        });
+    }
     match (result.version, last) {
         (Some(version), Some((body, metadata))) => Ok(Patched {
             version,

@@ -1,7 +1,8 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -57,7 +58,7 @@ use crate::routes::ops::Health;
         BatchResultBody,
         StatementResultBody,
     )),
-    modifiers(&BearerScheme, &CommonResponses)
+    modifiers(&BearerScheme, &CommonResponses, &IdempotencyKeyHeader)
 )]
 pub struct ApiDoc;
 
@@ -105,11 +106,7 @@ const COMMON: &[(&str, &str, &str)] = &[
         "PayloadTooLarge",
         "The body is larger than the server's limit (`payload_too_large`)",
     ),
-    (
-        "500",
-        "InternalError",
-        "The outcome of a write is unknown (`ambiguous`: re-read before retrying), or another failure (`internal`)",
-    ),
+    ("500", "InternalError", "An unexpected failure (`internal`)"),
     (
         "503",
         "Unavailable",
@@ -118,7 +115,7 @@ const COMMON: &[(&str, &str, &str)] = &[
     (
         "504",
         "Timeout",
-        "The request took longer than the server's request timeout (`timeout`); a write may or may not have landed",
+        "The outcome of a write is unknown (`outcome_unknown`), or the request took longer than the server's request timeout (`timeout`): a write may or may not have landed. Retry with the same `Idempotency-Key` to settle it, or re-read before retrying",
     ),
 ];
 
@@ -163,6 +160,66 @@ impl Modify for CommonResponses {
                         .responses
                         .entry((*status).to_string())
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+                }
+            }
+        }
+    }
+}
+
+/// Declares the optional `Idempotency-Key` header on every `/v1` POST and
+/// PATCH that accepts it (all but `POST /v1/sessions`), with its two answers
+/// of its own: 409 `idempotency_in_progress` and 422 `idempotency_key_reused`
+/// (see [`crate::idempotency_key`]).
+struct IdempotencyKeyHeader;
+
+impl Modify for IdempotencyKeyHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "1-255 printable ASCII characters, as a structured-field string or bare. A retry \
+                 with the same key and request gets the first answer (`Idempotent-Replayed: true`) \
+                 and never applies the change twice",
+            ))
+            .schema(Some(Object::with_type(Type::String)))
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") || path == "/v1/sessions" {
+                continue;
+            }
+            for op in [&mut item.post, &mut item.patch].into_iter().flatten() {
+                op.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(header.clone());
+                for (status, text) in [
+                    (
+                        "409",
+                        "A conflict, or (`idempotency_in_progress`, with `Retry-After`) a request \
+                         with this Idempotency-Key is still running",
+                    ),
+                    (
+                        "422",
+                        "This Idempotency-Key was used for a different request (`idempotency_key_reused`)",
+                    ),
+                ] {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(text)
+                                    .content(
+                                        "application/json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
                 }
             }
         }

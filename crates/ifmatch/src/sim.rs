@@ -419,6 +419,15 @@ impl Ledger {
             .insert(id.into(), (told, note.into()));
     }
 
+    /// The changes whose outcome was reported unknown, with their notes.
+    pub fn unknowns(&self) -> Vec<(String, String)> {
+        let told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        told.iter()
+            .filter(|(_, (t, _))| *t == Told::Unknown)
+            .map(|(id, (_, note))| (id.clone(), note.clone()))
+            .collect()
+    }
+
     /// Checks the store's final content (every change id found, with
     /// repetitions) against the ledger; see the module docs for the rules.
     pub fn check(&self, found: &[String]) -> Result<Stats, Violation> {

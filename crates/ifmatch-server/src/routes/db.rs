@@ -18,10 +18,15 @@
 //! `sql_denied`); time, row, size and statement limits give 422
 //! `limit_exceeded`; SQLite's own errors are 400 `sql_error`. Nothing is
 //! committed when any statement fails.
+//!
+//! A batch whose commit's outcome cannot be known answers 504
+//! `outcome_unknown`; sent with an `Idempotency-Key`, its retry commits
+//! under the same commit id, so it settles the outcome instead of
+//! committing twice ([`crate::idempotency_key`]).
 
-use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
+use axum::{Extension, Json};
 use http::StatusCode;
 use ifmatch::tenantdb::{BatchResult, SqlStatement};
 use serde::Deserialize;
@@ -29,6 +34,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::{Caller, Principal};
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency_key::IdempotentRequest;
 use crate::routes::extract::JsonBody;
 
 /// The routes of this group.
@@ -181,6 +187,7 @@ impl From<BatchResult> for BatchResultBody {
 pub async fn run_batch(
     State(app): State<AppState>,
     caller: Caller,
+    idempotent: Option<Extension<IdempotentRequest>>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResultBody>, ApiError> {
     let tenant = match (&caller.0, req.tenant) {
@@ -212,8 +219,15 @@ pub async fn run_batch(
         .into_iter()
         .map(|s| SqlStatement::new(s.sql).with_params(s.params))
         .collect();
-    let result = dbs
-        .execute(&tenant, statements, &app.config().sandbox)
-        .await?;
+    let sandbox = &app.config().sandbox;
+    // With an Idempotency-Key, every retry of the request commits under one
+    // commit id: a commit that landed is found and its result returned.
+    let result = match idempotent {
+        Some(Extension(i)) => {
+            dbs.execute_once(&tenant, statements, sandbox, &i.commit_id)
+                .await?
+        }
+        None => dbs.execute(&tenant, statements, sandbox).await?,
+    };
     Ok(Json(result.into()))
 }

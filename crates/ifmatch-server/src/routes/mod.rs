@@ -38,6 +38,11 @@ pub fn router(state: AppState) -> Router {
         .merge(idempotency::routes())
         .merge(accounts::routes())
         .merge(db::routes())
+        // Inside authentication, which it needs to scope the keys to the caller.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::idempotency_key::middleware,
+        ))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .merge(ops::routes())

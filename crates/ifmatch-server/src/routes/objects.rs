@@ -15,10 +15,10 @@
 //! - PATCH: 200 with the new value, its `ETag` and `Content-Type`;
 //! - DELETE: 204 (also for a key that is already absent, without preconditions).
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency_key::IdempotentRequest;
 use crate::objects::{self, Read, ReadMeta};
 use crate::patch::{Patch, PatchFormat};
 use crate::precondition::{Preconditions, etag_for};
@@ -300,6 +301,7 @@ pub async fn patch_object(
     State(app): State<AppState>,
     caller: Caller,
     ObjectKey(key): ObjectKey,
+    idempotent: Option<Extension<IdempotentRequest>>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
@@ -316,7 +318,16 @@ pub async fn patch_object(
         source,
     })?;
     let cfg = app.config();
-    let p = objects::patch(app.store().as_ref(), &key, &patch, &pre, &cfg.retry).await?;
+    let write_id = idempotent.as_ref().map(|Extension(i)| i.write_id.as_str());
+    let p = objects::patch(
+        app.store().as_ref(),
+        &key,
+        &patch,
+        &pre,
+        &cfg.retry,
+        write_id,
+    )
+    .await?;
     let mut h = object_headers(&p.version, &p.metadata);
     if !p.metadata.contains_key(CONTENT_TYPE_META) {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

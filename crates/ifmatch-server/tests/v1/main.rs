@@ -5,6 +5,7 @@
 mod accounts;
 mod db;
 mod idempotency;
+mod idempotency_key;
 mod leases;
 
 use std::sync::Arc;
@@ -146,6 +147,19 @@ async fn the_openapi_document_lists_the_new_routes() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["paths"]["/v1/leases/{name}"].get("delete").is_some());
+    let header_names = |op: &Value| -> Vec<String> {
+        op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p["name"].to_string()).collect())
+            .unwrap_or_default()
+    };
+    let patch = &doc["paths"]["/v1/objects/{key}"]["patch"];
+    assert!(header_names(patch).contains(&"\"Idempotency-Key\"".to_string()));
+    assert!(patch["responses"].get("422").is_some());
+    assert!(
+        !header_names(&doc["paths"]["/v1/sessions"]["post"])
+            .contains(&"\"Idempotency-Key\"".to_string())
+    );
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     s.shutdown().await;
 }

@@ -21,6 +21,7 @@ use super::{
     SnapshotConfig, SnapshotError, SnapshotMetrics, SnapshotReader, VersionInfo, check_body, inc,
     ms,
 };
+use crate::ErrorKind;
 use crate::clock::DynClock;
 use crate::error::{BoxError, Error};
 use crate::store::{Condition, DynStore, Metadata, PutOptions};
@@ -603,7 +604,6 @@ impl Snapshots {
             metadata.insert(META_ROLLED_BACK_FROM.into(), from.to_string());
         }
         let opts = PutOptions::if_absent().with_metadata(metadata);
-        let mut lost = false;
         for _ in 0..self.config.policy.max_attempts.max(2) {
             let r = self
                 .config
@@ -612,20 +612,37 @@ impl Snapshots {
                 .await;
             match r {
                 Ok(_) => return Ok(()),
-                // The key is ours alone (it carries our random publish id): after a
-                // lost response, "already exists" means our write landed.
-                Err(Error::Conflict { .. }) if lost => return Ok(()),
-                Err(Error::Ambiguous { .. }) => lost = true,
+                // The key is ours alone (it carries our random publish id):
+                // "already exists" means our write landed (a lost answer, or a
+                // duplicated delivery answering 412 to our own write).
+                Err(Error::Conflict { .. }) => return Ok(()),
+                // Send the same body again: an existing key then answers for it.
+                Err(Error::Ambiguous { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(SnapshotError::Store(Error::Ambiguous {
-            key: info.body_key.clone(),
-            message: "repeated lost responses while writing a snapshot body".into(),
+        // The head was not touched: this publish did not happen (a body that
+        // lands later is an orphan, which the next publish's pruning removes).
+        Err(SnapshotError::Store(Error::Unavailable {
+            message: format!(
+                "could not write snapshot body '{}': every answer was lost",
+                info.body_key
+            ),
+            source: None,
         }))
     }
 
-    /// Flips the head: the commit point. Resolves lost responses by re-reading.
+    /// Flips the head: the commit point.
+    ///
+    /// An answer that does not settle the flip — `Ambiguous` (lost, or the
+    /// request may still land later), or a `Conflict` that may answer a
+    /// duplicated delivery of our own flip — is settled from the head: our
+    /// publish id at our version means it landed; another publish id there
+    /// means ours never will (only one head can follow our base); a head
+    /// still below our version means ours may be on its way, and **the same
+    /// flip is sent again** (same record, same condition: at most one copy
+    /// lands). Undecided within the budget is [`SnapshotError::Ambiguous`],
+    /// never "lost" (which would delete a body the head may point at).
     async fn flip(&self, keys: &Keys, record: &HeadRecord, condition: Condition) -> SResult<Flip> {
         let ours = record.current();
         let body = Bytes::from(
@@ -637,65 +654,74 @@ impl Snapshots {
             metadata: record.metadata(),
             expires_at: None,
         };
-        for _ in 0..self.config.policy.max_attempts.max(2) {
-            let r = self
-                .config
-                .policy
-                .run(|| self.store.put(&keys.head, body.clone(), opts.clone()))
-                .await;
-            match r {
+        let ambiguous = || SnapshotError::Ambiguous {
+            name: keys.name.clone(),
+            version: ours.version,
+        };
+        let policy = &self.config.policy;
+        let mut attempts = policy.start();
+        // Whether a send may have landed without our knowing.
+        let mut unsettled = false;
+        loop {
+            attempts.begin();
+            match self.store.put(&keys.head, body.clone(), opts.clone()).await {
                 Ok(_) => return Ok(Flip::Landed { ours: true }),
-                Err(e @ Error::Conflict { .. }) => return Ok(Flip::Lost(e)),
-                Err(Error::Ambiguous { .. }) => {}
+                // Decided below, from the head (which also marks the flip
+                // unsettled if the head cannot decide): a lost answer, or a
+                // conflict that may answer our own duplicated write.
+                Err(Error::Ambiguous { .. } | Error::Conflict { .. }) => {}
+                Err(e) if e.is_retryable() => {
+                    if attempts.backoff().await {
+                        continue;
+                    }
+                    return Err(if unsettled { ambiguous() } else { e.into() });
+                }
+                Err(e) if unsettled => {
+                    debug!(snapshot = keys.name, error = %e, "flip undecided");
+                    return Err(ambiguous());
+                }
                 Err(e) => return Err(e.into()),
             }
-            // The response was lost: did our head land?
-            let now = self.read_head(keys).await?;
-            let Some(now) = now else {
-                // Nothing there: our create did not land (we only create when absent).
-                if opts.condition == Condition::Absent {
-                    continue;
+            let now = match self.read_head(keys).await {
+                Ok(now) => now,
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    // Cannot look (a brownout): our flip may have landed.
+                    unsettled = true;
+                    if attempts.backoff().await {
+                        continue;
+                    }
+                    return Err(ambiguous());
                 }
-                return Err(SnapshotError::Ambiguous {
-                    name: keys.name.clone(),
-                    version: ours.version,
-                });
+                Err(e) => return Err(e),
             };
-            let cur = now.record.current();
-            if cur.version < ours.version {
-                // The head has not moved past our base: our write did not land; send it again.
-                continue;
-            }
-            match now
-                .record
-                .versions
-                .iter()
-                .find(|i| i.version == ours.version)
-            {
-                Some(i) if i.publish_id == ours.publish_id => {
+            match now.as_ref().map(|h| {
+                let retained = h.record.versions.iter().find(|i| i.version == ours.version);
+                (h, retained)
+            }) {
+                Some((h, Some(i))) if i.publish_id == ours.publish_id => {
                     return Ok(Flip::Landed {
-                        ours: cur.publish_id == ours.publish_id,
+                        ours: h.record.current().publish_id == ours.publish_id,
                     });
                 }
-                Some(_) => {
+                Some((h, Some(_))) => {
                     return Ok(Flip::Lost(Error::conflict(
                         &keys.head,
                         opts.condition.clone(),
-                        Some(now.version),
+                        Some(h.version.clone()),
                     )));
                 }
-                None => {
-                    return Err(SnapshotError::Ambiguous {
-                        name: keys.name.clone(),
-                        version: ours.version,
-                    });
-                }
+                // The head is still below our version (or absent, for a
+                // first publish): ours may be on its way. Send it again.
+                Some((h, None)) if h.record.current().version < ours.version => {}
+                None if opts.condition == Condition::Absent => {}
+                // Our version is no longer retained, or the head vanished.
+                _ => return Err(ambiguous()),
+            }
+            unsettled = true;
+            if !attempts.backoff().await {
+                return Err(ambiguous());
             }
         }
-        Err(SnapshotError::Ambiguous {
-            name: keys.name.clone(),
-            version: ours.version,
-        })
     }
 
     async fn delete_body(&self, key: &str) {

@@ -8,4 +8,7 @@
 //! `IFMATCH_SIM_SECONDS=S` keeps going for S seconds per scenario, and
 //! `IFMATCH_SIM_SEED=X` replays one seed (a failure prints it).
 
+mod idempotency;
+mod leases;
+mod snapshots;
 mod update;
