@@ -30,6 +30,9 @@
 //!   clients, exactly-once bookkeeping) for testing code on top of ifmatch.
 //! - [`accounts`]: users with a conditional create, argon2id password hashes
 //!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
+//! - [`gc`]: removal of expired leases, idempotency records and sessions on
+//!   backends without TTL, in bounded sweeps that never delete a record
+//!   renewed meanwhile.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -53,6 +56,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod gc;
 pub mod idempotency;
 pub mod key;
 pub mod lease;
