@@ -6,22 +6,32 @@
 //!   each named after the seed's numbering.
 //! - [`legacy`]: bcrypt hashes in the seed's format verify and are upgraded.
 //! - [`behaviour`]: concurrency, case folding, rules, the record format, paging.
+//! - [`identity`]: account ids are never reused, revisions, password
+//!   changes, the failed-login back-off.
+//! - [`migrate`]: stores from before account ids are migrated, idempotently.
 //!
 //! Hashing uses cheap argon2id parameters ([`CHEAP`]) except where a test
 //! checks the OWASP default, so the suite stays fast.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
 use ifmatch::clock::{ManualClock, SharedRng};
 use ifmatch::retry::RetryPolicy;
-use ifmatch::store::DynStore;
+use ifmatch::store::{
+    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
+    Version,
+};
 
 #[path = "../common/backends.rs"]
 mod backends;
 mod behaviour;
+mod identity;
 mod legacy;
+mod migrate;
 mod seed_5_1;
 mod seed_5_2;
 mod seed_5_3;
@@ -66,10 +76,10 @@ pub fn fixture_with(store: &DynStore, hash: HashParams) -> Fixture {
 
 /// The raw stored record of `username` (already folded), as JSON; `None` if absent.
 pub async fn raw(store: &DynStore, username: &str) -> Option<serde_json::Value> {
-    match store.get(&format!("users/{username}")).await {
+    match store.get(&format!("accounts/{username}")).await {
         Ok(o) => Some(serde_json::from_slice(&o.body).expect("stored record is JSON")),
         Err(ifmatch::Error::NotFound { .. }) => None,
-        Err(e) => panic!("reading users/{username}: {e}"),
+        Err(e) => panic!("reading accounts/{username}: {e}"),
     }
 }
 
@@ -79,4 +89,46 @@ pub async fn stored_hash(store: &DynStore, username: &str) -> String {
         .as_str()
         .expect("password_hash is a string")
         .to_string()
+}
+
+/// A store that, just before the first write to `key`, lets "another worker"
+/// write `intrude` there: the write that follows is then racing and loses.
+#[derive(Debug)]
+pub struct RacingStore {
+    pub inner: DynStore,
+    pub key: String,
+    pub intrude: Mutex<Option<Bytes>>,
+}
+
+#[async_trait]
+impl Store for RacingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
+        let intrude = if key == self.key {
+            self.intrude.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(other) = intrude {
+            self.inner.put(key, other, PutOptions::any()).await?;
+        }
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
+        self.inner.list(prefix, page).await
+    }
 }
