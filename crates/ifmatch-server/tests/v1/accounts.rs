@@ -116,23 +116,32 @@ async fn open_registration_login_me_logout_and_expiry() {
     .await;
     assert_eq!(st, 401);
 
-    // Per-user prefixes: objects, leases and idempotency keys under users/alice/ only.
+    // Per-user prefixes: objects, leases and idempotency keys under
+    // users/<account id>/ only (not under the reusable username).
+    let me = s.me(&token).await;
+    let id = me["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 33, "a generated account id: {id}");
+    assert_eq!(me["prefix"], format!("users/{id}/"));
+    assert_eq!(u["id"], id.as_str(), "registration shows the id too");
+    let mine = |rest: &str| format!("/v1/objects/users/{id}/{rest}");
     let r = s
-        .as_user(&token, Method::PUT, "/v1/objects/users/alice/notes")
+        .as_user(&token, Method::PUT, &mine("notes"))
         .body("mine")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     for (method, path) in [
-        (Method::PUT, "/v1/objects/users/bob/notes"),
-        (Method::GET, "/v1/objects/users/alice"),
-        (Method::GET, "/v1/objects/sessions/x"),
-        (Method::POST, "/v1/leases/shared"),
-        (Method::POST, "/v1/idempotency/users/bob/k"),
+        (Method::PUT, "/v1/objects/users/bob/notes".to_string()),
+        (Method::PUT, "/v1/objects/users/alice/notes".to_string()),
+        (Method::GET, format!("/v1/objects/users/{id}")),
+        (Method::GET, "/v1/objects/sessions/x".to_string()),
+        (Method::GET, "/v1/objects/accounts/alice".to_string()),
+        (Method::POST, "/v1/leases/shared".to_string()),
+        (Method::POST, "/v1/idempotency/users/bob/k".to_string()),
     ] {
         let (st, e) = json(
-            s.as_user(&token, method.clone(), path)
+            s.as_user(&token, method.clone(), &path)
                 .send()
                 .await
                 .unwrap(),
@@ -145,7 +154,7 @@ async fn open_registration_login_me_logout_and_expiry() {
         );
     }
     let (st, l) = json(
-        s.as_user(&token, Method::POST, "/v1/leases/users/alice/job")
+        s.as_user(&token, Method::POST, &format!("/v1/leases/users/{id}/job"))
             .send()
             .await
             .unwrap(),
@@ -153,10 +162,14 @@ async fn open_registration_login_me_logout_and_expiry() {
     .await;
     assert_eq!(st, 201, "{l}");
     let (st, _) = json(
-        s.as_user(&token, Method::POST, "/v1/idempotency/users/alice/k")
-            .send()
-            .await
-            .unwrap(),
+        s.as_user(
+            &token,
+            Method::POST,
+            &format!("/v1/idempotency/users/{id}/k"),
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(st, 201);
@@ -218,14 +231,14 @@ async fn open_registration_login_me_logout_and_expiry() {
         .await
         .unwrap();
     let r = s
-        .as_user(&old, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&old, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a session from before the password reset");
     let fresh = s.login("alice", "battery staple").await;
     let r = s
-        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&fresh, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();
@@ -233,7 +246,7 @@ async fn open_registration_login_me_logout_and_expiry() {
     // Deleting the account ends its sessions at once.
     assert!(s.state.accounts().delete("alice").await.unwrap());
     let r = s
-        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&fresh, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();

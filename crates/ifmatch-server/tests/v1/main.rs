@@ -5,11 +5,14 @@
 mod accounts;
 mod db;
 mod idempotency;
+mod identity;
 mod leases;
+mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ifmatch::DynStore;
 use ifmatch::clock::ManualClock;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch_server::{AppState, ServerConfig};
@@ -49,13 +52,18 @@ pub fn config() -> (ServerConfig, Arc<ManualClock>, tempfile::TempDir) {
 impl Server {
     /// A server on a fresh memory store; `tweak` adjusts the configuration.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+        Server::start_on(Arc::new(MemoryStore::new()), tweak).await
+    }
+
+    /// A server on `store`; `tweak` adjusts the configuration.
+    pub async fn start_on(store: DynStore, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         let (mut config, clock, dir) = config();
         tweak(&mut config);
         let listener = ifmatch_server::bind("127.0.0.1:0".parse().unwrap(), &config)
             .await
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(Arc::new(MemoryStore::new()), config).unwrap();
+        let state = AppState::new(store, config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ifmatch_server::serve(listener, state.clone(), async {
             let _ = rx.await;
@@ -110,6 +118,20 @@ impl Server {
         body["token"].as_str().unwrap().to_string()
     }
 
+    /// The account behind a session token, as `GET /v1/me` shows it
+    /// (`id`, `prefix`, `username`, ...).
+    pub async fn me(&self, token: &str) -> Value {
+        let (st, me) = json(
+            self.as_user(token, Method::GET, "/v1/me")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(st, 200, "{me}");
+        me["user"].clone()
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -141,11 +163,14 @@ async fn the_openapi_document_lists_the_new_routes() {
         "/v1/users",
         "/v1/sessions",
         "/v1/me",
+        "/v1/me/password",
+        "/v1/users/{name}",
         "/v1/db",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["paths"]["/v1/leases/{name}"].get("delete").is_some());
+    assert!(doc["paths"]["/v1/users"].get("get").is_some());
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     s.shutdown().await;
 }
