@@ -12,17 +12,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use ifmatch::DynStore;
 use ifmatch::store::memory::MemoryStore;
-use ifmatch::store::{
-    Condition, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store, Version,
-};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::hooked::{Hook, Hooked, Write};
 use crate::{Server, json};
 
 /// The key prefix a session user may use, as `/v1/me` reports it.
@@ -209,42 +204,30 @@ async fn a_freed_username_hands_over_nothing() {
     s.shutdown().await;
 }
 
-/// A store that holds back the first write under `sessions/` until released,
-/// so a test can act between a login's password check and its session write.
-#[derive(Debug)]
+/// Holds back the first write under `sessions/` until released, so a test
+/// can act between a login's password check and its session write.
+#[derive(Default)]
 struct SessionGate {
-    inner: DynStore,
     armed: AtomicBool,
     reached: Notify,
     release: Notify,
 }
 
-#[async_trait]
-impl Store for SessionGate {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        if key.starts_with("sessions/") && self.armed.swap(false, Ordering::SeqCst) {
-            self.reached.notify_one();
-            self.release.notified().await;
-        }
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
+impl SessionGate {
+    fn hook(self: &Arc<Self>) -> Hook {
+        let gate = self.clone();
+        Arc::new(move |key, write| {
+            let hold = write == Write::Put
+                && key.starts_with("sessions/")
+                && gate.armed.swap(false, Ordering::SeqCst);
+            let gate = gate.clone();
+            Box::pin(async move {
+                if hold {
+                    gate.reached.notify_one();
+                    gate.release.notified().await;
+                }
+            })
+        })
     }
 }
 
@@ -254,13 +237,9 @@ impl Store for SessionGate {
 /// that outlived the reset.
 #[tokio::test]
 async fn a_login_racing_a_password_reset_gets_no_lasting_session() {
-    let gate = Arc::new(SessionGate {
-        inner: Arc::new(MemoryStore::new()),
-        armed: AtomicBool::new(false),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
-    let s = Server::start_on(gate.clone(), |_| {}).await;
+    let gate = Arc::new(SessionGate::default());
+    let store = Hooked::new(Arc::new(MemoryStore::new()), gate.hook());
+    let s = Server::start_on(store, |_| {}).await;
     let before = s.user("dora", "the old password").await;
 
     gate.armed.store(true, Ordering::SeqCst);
@@ -282,13 +261,7 @@ async fn a_login_racing_a_password_reset_gets_no_lasting_session() {
     let raced = session["token"].as_str().unwrap();
 
     for (what, token) in [("raced", raced), ("earlier", before.as_str())] {
-        let (st, e) = json(
-            s.as_user(token, Method::GET, "/v1/me")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (st, e) = s.me_status(token).await;
         assert_eq!(
             (st, e["error"].as_str()),
             (401, Some("unauthorized")),
@@ -297,13 +270,7 @@ async fn a_login_racing_a_password_reset_gets_no_lasting_session() {
     }
     // A login with the new password works.
     let fresh = s.login("dora", "the new password").await;
-    let (st, _) = json(
-        s.as_user(&fresh, Method::GET, "/v1/me")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s.me_status(&fresh).await;
     assert_eq!(st, 200);
     s.shutdown().await;
 }

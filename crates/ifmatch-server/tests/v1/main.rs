@@ -4,6 +4,8 @@
 
 mod accounts;
 mod db;
+#[path = "../../../ifmatch/tests/common/hooked.rs"]
+mod hooked;
 mod idempotency;
 mod identity;
 mod leases;
@@ -121,15 +123,33 @@ impl Server {
     /// The account behind a session token, as `GET /v1/me` shows it
     /// (`id`, `prefix`, `username`, ...).
     pub async fn me(&self, token: &str) -> Value {
-        let (st, me) = json(
+        let (st, me) = self.me_status(token).await;
+        assert_eq!(st, 200, "{me}");
+        me["user"].clone()
+    }
+
+    /// The status and body of `GET /v1/me` with `token`.
+    pub async fn me_status(&self, token: &str) -> (u16, Value) {
+        json(
             self.as_user(token, Method::GET, "/v1/me")
                 .send()
                 .await
                 .unwrap(),
         )
-        .await;
-        assert_eq!(st, 200, "{me}");
-        me["user"].clone()
+        .await
+    }
+
+    /// The status and body of a login attempt.
+    pub async fn try_login(&self, username: &str, password: &str) -> (u16, Value) {
+        let body = serde_json::json!({"username": username, "password": password});
+        json(
+            self.anon(Method::POST, "/v1/sessions")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn shutdown(mut self) {

@@ -70,7 +70,7 @@ async fn the_operator_lists_and_deletes_users() {
 
     let r = s.op(Method::DELETE, "/v1/users/Bob").send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let (st, _) = json(s.as_user(bob, Method::GET, "/v1/me").send().await.unwrap()).await;
+    let (st, _) = s.me_status(bob).await;
     assert_eq!(st, 401, "the deleted account's session ended");
     let (st, e) = json(s.op(Method::DELETE, "/v1/users/bob").send().await.unwrap()).await;
     assert_eq!(
@@ -124,31 +124,11 @@ async fn a_user_changes_their_password_and_their_other_sessions_end() {
     assert_eq!(st, 200, "{u}");
     assert_eq!(u["username"], "alice");
     // This session goes on; the other one ended.
-    let (st, _) = json(
-        s.as_user(&here, Method::GET, "/v1/me")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s.me_status(&here).await;
     assert_eq!(st, 200);
-    let (st, _) = json(
-        s.as_user(&elsewhere, Method::GET, "/v1/me")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s.me_status(&elsewhere).await;
     assert_eq!(st, 401);
-    let (st, _) = json(
-        s.anon(Method::POST, "/v1/sessions")
-            .json(&json!({"username": "alice", "password": "the old password"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(st, 401);
+    assert_eq!(s.try_login("alice", "the old password").await.0, 401);
     s.login("alice", "the new password").await;
 
     // The operator has no password; no credentials is 401.
@@ -176,7 +156,7 @@ async fn failed_logins_back_off_with_429_and_retry_after() {
             .send()
     };
     for _ in 0..6 {
-        assert_eq!(login("a wrong guess").await.unwrap().status(), 401);
+        assert_eq!(s.try_login("fred", "a wrong guess").await.0, 401);
     }
     // In the back-off even the right password is refused, before any hashing.
     let r = login("fred's password").await.unwrap();
@@ -185,7 +165,7 @@ async fn failed_logins_back_off_with_429_and_retry_after() {
     let (_, e) = json(r).await;
     assert_eq!(e["error"], "too_many_requests", "{e}");
     s.clock.advance(Duration::from_secs(1));
-    assert_eq!(login("fred's password").await.unwrap().status(), 201);
+    assert_eq!(s.try_login("fred", "fred's password").await.0, 201);
     s.shutdown().await;
 }
 
@@ -257,13 +237,7 @@ async fn expired_sessions_are_collected() {
     let r = s.state.collector().collect_all().await.unwrap();
     assert_eq!((r.deleted, r.live), (10, 1), "{r:?}");
     assert_eq!(sessions(&s).await, 1);
-    let (st, _) = json(
-        s.as_user(&live, Method::GET, "/v1/me")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s.me_status(&live).await;
     assert_eq!(st, 200);
     s.shutdown().await;
 }

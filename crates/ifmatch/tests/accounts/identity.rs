@@ -4,14 +4,14 @@
 //! back off per username and per client address.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ifmatch::accounts::AccountsError;
 use ifmatch::store::DynStore;
 
 use crate::backends::{backends, local_backends};
-use crate::{RacingStore, fixture, raw};
+use crate::{fixture, racing, raw};
 
 #[tokio::test]
 async fn account_ids_are_immutable_and_never_reused() {
@@ -151,11 +151,7 @@ async fn a_password_change_loses_to_a_concurrent_change() {
             .await
             .unwrap();
         let renamed = scratch.get("accounts/erik").await.unwrap().body;
-        let racing: DynStore = Arc::new(RacingStore {
-            inner: store.clone(),
-            key: "accounts/erik".into(),
-            intrude: Mutex::new(Some(renamed.clone())),
-        });
+        let (racing, _) = racing(&store, "accounts/erik", renamed.clone());
         let r = fixture(&racing)
             .accounts
             .change_password("erik", "the old password", "the new password", None)

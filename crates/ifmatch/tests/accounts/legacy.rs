@@ -3,14 +3,14 @@
 //! Seed records are imported the documented way: written to
 //! `users/<username>` (format 1) and moved by [`Accounts::migrate_legacy`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ifmatch::accounts::{Accounts, AccountsError};
 use ifmatch::store::{DynStore, PutOptions};
 
 use crate::backends::backends;
-use crate::{CHEAP, RacingStore, fixture, raw, stored_hash};
+use crate::{CHEAP, fixture, racing, raw, stored_hash};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -194,19 +194,15 @@ async fn losing_the_upgrade_race_is_harmless() {
             &bcrypt_hash(bcrypt::Version::TwoB),
         )
         .await;
-        let racing = Arc::new(RacingStore {
-            inner: store.clone(),
-            key: "accounts/dave".into(),
-            intrude: Mutex::new(Some(changed.clone())),
-        });
-        let f = fixture(&(racing.clone() as DynStore));
+        let (racing, intruded) = racing(&store, "accounts/dave", changed.clone());
+        let f = fixture(&racing);
         let user = f
             .accounts
             .authenticate("dave", PASSWORD)
             .await
             .unwrap_or_else(|e| panic!("{backend}: {e}"));
         assert!(
-            racing.intrude.lock().unwrap().is_none(),
+            intruded.load(std::sync::atomic::Ordering::SeqCst),
             "{backend}: the login did not try to upgrade"
         );
         assert_eq!(

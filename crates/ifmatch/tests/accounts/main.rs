@@ -13,28 +13,29 @@
 //! Hashing uses cheap argon2id parameters ([`CHEAP`]) except where a test
 //! checks the OWASP default, so the suite stays fast.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
 use ifmatch::clock::{ManualClock, SharedRng};
 use ifmatch::retry::RetryPolicy;
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
-    Version,
-};
+use ifmatch::store::{DynStore, PutOptions};
 
 #[path = "../common/backends.rs"]
 mod backends;
 mod behaviour;
+#[path = "../common/hooked.rs"]
+mod hooked;
 mod identity;
 mod legacy;
 mod migrate;
 mod seed_5_1;
 mod seed_5_2;
 mod seed_5_3;
+
+use hooked::{Hook, Hooked, Write};
 
 /// Cheap argon2id parameters for tests (the production default is OWASP's).
 pub const CHEAP: HashParams = HashParams::new(64, 1, 1);
@@ -91,44 +92,26 @@ pub async fn stored_hash(store: &DynStore, username: &str) -> String {
         .to_string()
 }
 
-/// A store that, just before the first write to `key`, lets "another worker"
-/// write `intrude` there: the write that follows is then racing and loses.
-#[derive(Debug)]
-pub struct RacingStore {
-    pub inner: DynStore,
-    pub key: String,
-    pub intrude: Mutex<Option<Bytes>>,
-}
-
-#[async_trait]
-impl Store for RacingStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        let intrude = if key == self.key {
-            self.intrude.lock().unwrap().take()
+/// `inner`, where just before the first put to `key` "another worker"
+/// writes `intrude` there: the put that follows is then racing and loses.
+/// The flag tells whether the intrusion happened.
+pub fn racing(inner: &DynStore, key: &str, intrude: Bytes) -> (DynStore, Arc<AtomicBool>) {
+    let pending = Arc::new(Mutex::new(Some(intrude)));
+    let happened = Arc::new(AtomicBool::new(false));
+    let (store, key, flag) = (inner.clone(), key.to_string(), happened.clone());
+    let hook: Hook = Arc::new(move |k, write| {
+        let other = if write == Write::Put && k == key {
+            pending.lock().unwrap().take()
         } else {
             None
         };
-        if let Some(other) = intrude {
-            self.inner.put(key, other, PutOptions::any()).await?;
-        }
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
-    }
+        let (store, k, flag) = (store.clone(), k.to_string(), flag.clone());
+        Box::pin(async move {
+            if let Some(other) = other {
+                store.put(&k, other, PutOptions::any()).await.unwrap();
+                flag.store(true, Ordering::SeqCst);
+            }
+        })
+    });
+    (Hooked::new(inner.clone(), hook), happened)
 }

@@ -10,21 +10,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use ifmatch::clock::ManualClock;
 use ifmatch::gc::{Collector, SweepReport};
 use ifmatch::idempotency::{Idempotency, Outcome};
 use ifmatch::lease::Leases;
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
-    Version, list_all,
-};
+use ifmatch::store::{DynStore, PutOptions, list_all};
 
 #[path = "../common/backends.rs"]
 mod backends;
+#[path = "../common/hooked.rs"]
+mod hooked;
 
 use backends::backends;
+use hooked::{Hook, Hooked, Write};
 
 fn start() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -116,43 +114,6 @@ async fn expired_records_go_and_live_ones_stay() {
     }
 }
 
-/// A store that renews `key` (a fresh write) just before the collector's
-/// delete of it reaches the store.
-#[derive(Debug)]
-struct RenewedBeforeDelete {
-    inner: DynStore,
-    key: String,
-}
-
-#[async_trait]
-impl Store for RenewedBeforeDelete {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> ifmatch::Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> ifmatch::Result<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> ifmatch::Result<()> {
-        if key == self.key {
-            let renewed = PutOptions::any().with_expiry(Some(u64::from(u32::MAX)));
-            self.inner.put(key, "renewed".into(), renewed).await?;
-        }
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> ifmatch::Result<ListResult> {
-        self.inner.list(prefix, page).await
-    }
-}
-
 #[tokio::test]
 async fn a_record_renewed_meanwhile_is_never_deleted() {
     for (backend, store) in backends().await {
@@ -162,10 +123,18 @@ async fn a_record_renewed_meanwhile_is_never_deleted() {
                 .await
                 .unwrap();
         }
-        let racing: DynStore = Arc::new(RenewedBeforeDelete {
-            inner: store.clone(),
-            key: "sessions/renewed".into(),
+        // Renewed (a fresh write) just before the collector's delete of it.
+        let inner = store.clone();
+        let renew: Hook = Arc::new(move |key, write| {
+            let (inner, key) = (inner.clone(), key.to_string());
+            Box::pin(async move {
+                if write == Write::Delete && key == "sessions/renewed" {
+                    let renewed = PutOptions::any().with_expiry(Some(u64::from(u32::MAX)));
+                    inner.put(&key, "renewed".into(), renewed).await.unwrap();
+                }
+            })
         });
+        let racing: DynStore = Hooked::new(store.clone(), renew);
         let r = Collector::new(racing)
             .with_prefixes(["sessions/"])
             .collect_all()
