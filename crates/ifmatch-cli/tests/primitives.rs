@@ -37,6 +37,16 @@ fn run_in(store: &Store, args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("wait for ifmatch")
 }
 
+/// Runs `f` to completion on a fresh single-threaded runtime, for checking a
+/// command's effect through the library.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn run(store: &Store, args: &[&str]) -> Output {
     run_in(store, args, b"")
 }
@@ -181,11 +191,7 @@ fn lease_usage_errors() {
 fn idem_show_prints_a_record_run_through_the_library() {
     use ifmatch::idempotency::Idempotency;
     let s = store();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = ifmatch::store::open(&s.url).await.unwrap();
         let idem = Idempotency::new(store);
         let payload = serde_json::json!({"request_id": "r-1"});
@@ -263,11 +269,7 @@ fn user_add_ls_passwd_rm() {
         &["user", "passwd", "alice"],
         b"new password 1\n",
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = ifmatch::store::open(&s.url).await.unwrap();
         let accounts = ifmatch::accounts::Accounts::new(store, Default::default()).unwrap();
         accounts
@@ -330,11 +332,7 @@ fn user_migrate_show_and_gc() {
     );
 
     // An expired session record (written as the server writes them) goes.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = ifmatch::store::open(&s.url).await.unwrap();
         let expired = ifmatch::PutOptions::any().with_expiry(Some(1));
         store

@@ -16,49 +16,45 @@ async fn open_registration_login_me_logout_and_expiry() {
     })
     .await;
     // Anyone may register on an open server.
-    let (st, u) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "Alice", "password": "correct horse", "name": "Alice A."}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, u) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "Alice", "password": "correct horse", "name": "Alice A."}),
+        )
+        .await;
     assert_eq!(st, 201, "{u}");
     assert_eq!(u["username"], "alice");
     assert!(
         !u.to_string().contains("argon2"),
         "no hash leaves the server: {u}"
     );
-    let (st, e) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "alice", "password": "another one"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "alice", "password": "another one"}),
+        )
+        .await;
     assert_eq!((st, e["error"].as_str()), (409, Some("user_exists")), "{e}");
-    let (st, e) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "bob", "password": "short"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "bob", "password": "short"}),
+        )
+        .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")), "{e}");
 
     // Wrong password and unknown user: the same 401.
     for (user, pw) in [("alice", "wrong password"), ("nobody", "correct horse")] {
-        let (st, e) = json(
-            s.anon(Method::POST, "/v1/sessions")
-                .json(&json!({"username": user, "password": pw}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (st, e) = s
+            .anon_json(
+                Method::POST,
+                "/v1/sessions",
+                json!({"username": user, "password": pw}),
+            )
+            .await;
         assert_eq!(
             (st, e["error"].as_str()),
             (401, Some("invalid_credentials")),
@@ -66,14 +62,13 @@ async fn open_registration_login_me_logout_and_expiry() {
         );
     }
 
-    let (st, session) = json(
-        s.anon(Method::POST, "/v1/sessions")
-            .json(&json!({"username": "alice", "password": "correct horse"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, session) = s
+        .anon_json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"username": "alice", "password": "correct horse"}),
+        )
+        .await;
     assert_eq!(st, 201, "{session}");
     assert_eq!(session["token_type"], "Bearer");
     assert_eq!(session["expires_in"], 24 * 3600);
@@ -258,14 +253,13 @@ async fn open_registration_login_me_logout_and_expiry() {
 async fn closed_registration_and_operator_scope() {
     // The defaults: registration by the operator only, no per-user prefixes.
     let s = Server::start(|_| {}).await;
-    let (st, _) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "carol", "password": "correct horse"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "carol", "password": "correct horse"}),
+        )
+        .await;
     assert_eq!(st, 401);
     let token = s.user("carol", "correct horse").await;
     let (st, e) = json(

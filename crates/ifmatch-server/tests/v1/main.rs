@@ -142,14 +142,12 @@ impl Server {
     /// The status and body of a login attempt.
     pub async fn try_login(&self, username: &str, password: &str) -> (u16, Value) {
         let body = serde_json::json!({"username": username, "password": password});
-        json(
-            self.anon(Method::POST, "/v1/sessions")
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.anon_json(Method::POST, "/v1/sessions", body).await
+    }
+
+    /// The status and body of an unauthenticated request with a JSON body.
+    pub async fn anon_json(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        json(self.anon(method, path).json(&body).send().await.unwrap()).await
     }
 
     pub async fn shutdown(mut self) {

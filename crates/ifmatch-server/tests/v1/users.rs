@@ -134,14 +134,13 @@ async fn a_user_changes_their_password_and_their_other_sessions_end() {
     // The operator has no password; no credentials is 401.
     let (st, e) = json(change(crate::KEY, "a", "the new password").await.unwrap()).await;
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")), "{e}");
-    let (st, _) = json(
-        s.anon(Method::PUT, "/v1/me/password")
-            .json(&json!({"old_password": "a", "new_password": "the new password"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s
+        .anon_json(
+            Method::PUT,
+            "/v1/me/password",
+            json!({"old_password": "a", "new_password": "the new password"}),
+        )
+        .await;
     assert_eq!(st, 401);
     s.shutdown().await;
 }
