@@ -243,6 +243,25 @@ Examples:
   ifmatch bench all --json --store s3://bucket/bench")]
     Bench(crate::bench::BenchArgs),
 
+    /// Remove expired leases, idempotency records and sessions (stores without TTL).
+    #[command(long_about = "\
+Remove expired records: leases (a day after they lapsed, the lease
+retention), idempotency records (completed ones once their result expired,
+in-progress ones once stale) and the HTTP server's sessions (once their token
+expired), judged by the expiry each record was written with, plus --grace.
+DynamoDB removes these by TTL; file://, memory:// and s3:// keep them until
+this (or the sweeper of 'ifmatch serve') removes them. A record is deleted
+only with a delete conditional on the version just read, so one renewed
+meanwhile is never removed. Records without an expiry are never touched.
+
+Makes one whole pass (or examines at most --limit records) and prints what
+it did. Exits 1 if a record could not be read or deleted.
+
+Examples:
+  ifmatch gc --store s3://bucket/app
+  ifmatch gc --limit 1000 --json")]
+    Gc(crate::gc::GcArgs),
+
     /// Serve the store over HTTP: objects with ETags, leases, idempotency, accounts, tenant SQL.
     #[command(long_about = "\
 Serve the store given with --store over HTTP: GET/HEAD/PUT/PATCH/DELETE of
@@ -255,10 +274,16 @@ If-None-Match); leases (/v1/leases/NAME), idempotency keys
 Every /v1 request sends 'Authorization: Bearer TOKEN': the operator key
 (--api-key or IFMATCH_API_KEY) or a session token from POST /v1/sessions.
 Users reach their own SQL database; objects, leases and idempotency keys are
-the operator's unless --user-prefixes lets users use users/NAME/... .
+the operator's unless --user-prefixes lets users use users/ACCOUNT_ID/...
+(their account id, shown by GET /v1/me; never their reusable username).
 Only the operator registers users unless --open-registration. Without an
 operator key the server only listens on a loopback address. SIGTERM or
 ctrl-c stops accepting connections and finishes the requests in flight.
+
+Limits (docs/SECURITY.md): password hashes run on --hash-workers dedicated
+threads behind a queue of --hash-queue (429 beyond); failed logins back off
+per username and per client address; expired sessions, leases and
+idempotency records are swept every --gc-interval.
 
 Example:
   IFMATCH_API_KEY=s3cret ifmatch serve --listen 0.0.0.0:8080 --store s3://bucket/app")]
@@ -297,7 +322,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub open_registration: bool,
 
-    /// Let session users use objects, leases and idempotency keys under users/USERNAME/ (otherwise those are operator-only).
+    /// Let session users use objects, leases and idempotency keys under users/ACCOUNT_ID/ (otherwise those are operator-only).
     #[arg(long)]
     pub user_prefixes: bool,
 
@@ -316,6 +341,42 @@ pub struct ServeArgs {
     /// The most rows a POST /v1/db batch may return (422 beyond).
     #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
     pub sql_max_rows: usize,
+
+    /// Password hashes computed at once, each on a dedicated thread with 19 MiB (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub hash_workers: Option<u64>,
+
+    /// Password hashes that may wait for a thread; beyond, 429 with Retry-After (default: 8 per worker).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub hash_queue: Option<u64>,
+
+    /// Failed logins per username before the back-off starts (then 1 s, 2 s, ... up to --login-max-backoff-user).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub login_free_failures: u32,
+
+    /// The longest back-off per username, in seconds (short: anyone can fail logins for any name).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub login_max_backoff_user: u64,
+
+    /// Failed logins per client address (IPv6: per /64) before its back-off starts.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub login_free_failures_address: u32,
+
+    /// The longest back-off per client address, in seconds.
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub login_max_backoff_address: u64,
+
+    /// Take the client's address for the login back-off from this header (its last address), set by a proxy you trust; default: the TCP peer.
+    #[arg(long, value_name = "HEADER")]
+    pub client_ip_header: Option<String>,
+
+    /// Seconds between two sweeps of expired sessions, leases and idempotency records; 0 turns the sweeper off (default: 60, off on dynamodb://, whose TTL removes them).
+    #[arg(long, value_name = "SECONDS")]
+    pub gc_interval: Option<u64>,
+
+    /// The most records one sweep examines.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_budget: u64,
 }
 
 /// Arguments of `get`.

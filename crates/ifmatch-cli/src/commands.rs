@@ -165,3 +165,12 @@ fn output_error(e: std::io::Error) -> Failure {
         Failure::io("cannot write to standard output", e)
     }
 }
+
+/// A spinner with a message on standard error while long work runs (drawn
+/// only on a terminal); `finish_and_clear` it when done.
+pub fn spinner(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

@@ -1,7 +1,7 @@
 //! The `ifmatch` command-line tool, as a library so its parts can be tested.
 //!
 //! The binary (`src/main.rs`) only calls [`main`]. Commands: `get`, `put`,
-//! `head`, `rm`, `ls`, `doctor`, `bench`, `serve`, and the primitives' groups
+//! `head`, `rm`, `ls`, `doctor`, `bench`, `serve`, `gc`, and the primitives' groups
 //! `lease`, `idem`, `user`, `snapshot` and `db`, over any store URL (`--store`, or the
 //! `IFMATCH_STORE` environment variable; default `file://./ifmatch-data`).
 //!
@@ -26,6 +26,7 @@ pub mod commands;
 pub mod db;
 pub mod doctor;
 pub mod exit;
+pub mod gc;
 pub mod idem;
 pub mod lease;
 pub mod snapshot;
@@ -141,12 +142,13 @@ pub async fn execute(cli: &Cli) -> Result<(), Failure> {
             let text = bench::run(store, a).await?;
             commands::write_stdout(text.as_bytes())
         }
-        Command::Serve(a) => serve(store, a).await,
+        Command::Gc(a) => gc::run(&store, a).await,
+        Command::Serve(a) => serve(store, &cli.store, a).await,
     }
 }
 
 /// `ifmatch serve`: the HTTP server on the opened store, until SIGTERM or ctrl-c.
-async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failure> {
+async fn serve(store: ifmatch::DynStore, url: &str, a: &cli::ServeArgs) -> Result<(), Failure> {
     // Without --db-cache, a private directory that goes away with the server.
     let (db_cache, temporary) = match &a.db_cache {
         Some(dir) => (dir.clone(), false),
@@ -156,6 +158,38 @@ async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failu
         ),
     };
     let defaults = ifmatch_server::ServerConfig::default();
+    let hash_workers = a.hash_workers.map_or(defaults.hash_workers, |n| n as usize);
+    let hash_queue = a.hash_queue.map_or(hash_workers * 8, |n| n as usize);
+    let login_throttle = ifmatch::accounts::ThrottleConfig {
+        per_username: ifmatch::accounts::Backoff {
+            free_failures: a.login_free_failures,
+            max: std::time::Duration::from_secs(a.login_max_backoff_user),
+            ..defaults.login_throttle.per_username
+        },
+        per_address: ifmatch::accounts::Backoff {
+            free_failures: a.login_free_failures_address,
+            max: std::time::Duration::from_secs(a.login_max_backoff_address),
+            ..defaults.login_throttle.per_address
+        },
+        ..defaults.login_throttle
+    };
+    let client_ip_header = match &a.client_ip_header {
+        Some(h) => Some(
+            http::HeaderName::try_from(h.as_str())
+                .map_err(|e| Failure::Usage(format!("--client-ip-header {h:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    // DynamoDB removes expired records by TTL: no sweeper there unless asked.
+    let gc_interval = a.gc_interval.unwrap_or(if url.starts_with("dynamodb://") {
+        0
+    } else {
+        60
+    });
+    let gc = (gc_interval > 0).then(|| ifmatch_server::sweeper::GcSchedule {
+        interval: std::time::Duration::from_secs(gc_interval),
+        budget: a.gc_budget as usize,
+    });
     let config = ifmatch_server::ServerConfig {
         api_key: a.api_key.clone(),
         require_preconditions: a.require_preconditions,
@@ -170,6 +204,11 @@ async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failu
             max_rows: a.sql_max_rows,
             ..defaults.sandbox.clone()
         },
+        hash_workers,
+        hash_queue,
+        login_throttle,
+        client_ip_header,
+        gc,
         ..defaults
     };
     let server_failure = |e: ifmatch_server::ServerError| match e {

@@ -3,7 +3,8 @@
 //! Passwords come from standard input: typed without echo on a terminal
 //! (twice, to catch a typo), or one line from a pipe. The rules (username,
 //! display name, password length) are the library's; hashes never leave it,
-//! so nothing here can print one.
+//! so nothing here can print one. `user migrate` moves the account records
+//! of stores written before account ids ([`Accounts::migrate_legacy`]).
 
 use std::io::{BufRead, IsTerminal};
 
@@ -48,15 +49,62 @@ Example:
   ifmatch user rm alice")]
     Rm(UserRmArgs),
 
-    /// List users, one per line: USERNAME, NAME, CREATED (tab-separated).
+    /// List users, one per line: USERNAME, NAME, CREATED, ID (tab-separated).
     #[command(long_about = "\
-List users in username order, one per line: USERNAME<TAB>NAME<TAB>CREATED_AT
-(RFC 3339). Follows page tokens to the end, or stops after --limit users.
-Never prints a password hash.
+List users in username order, one per line:
+USERNAME<TAB>NAME<TAB>CREATED_AT<TAB>ACCOUNT_ID (RFC 3339 time). Follows page
+tokens to the end, or stops after --limit users. Never prints a password hash.
 
 Example:
   ifmatch user ls --limit 20")]
     Ls(UserLsArgs),
+
+    /// Show a user: account id, data prefix, revision, times.
+    #[command(long_about = "\
+Show the user USERNAME as 'name: value' lines: 'id' (the immutable account
+id: the user's tenant database is named by it), 'prefix' (users/ID/, where
+the user's own objects, leases and idempotency keys live), 'name',
+'revision' (every change to the account moves it, and ends its sessions),
+'created_at' and 'updated_at'. Exits 4 if there is no such user.
+
+Example:
+  ifmatch user show alice")]
+    Show(UserShowArgs),
+
+    /// Move account records written before account ids to accounts/.
+    #[command(long_about = "\
+Move every account record of the format written before account ids
+(users/USERNAME, format 1; also seed 003's items copied there) to
+accounts/USERNAME, with the username as its account id, so the account keeps
+its objects, leases, idempotency keys and tenant database. Each record moves
+with two conditional writes (create the new one, then delete the old one at
+the version copied). Safe to run again: it finishes an interrupted run and
+changes nothing once done. A name whose accounts/ record belongs to another
+account is left alone and reported. Stop servers of the previous version
+first. Sessions from before the migration end (users log in again).
+
+Prints one line per account: 'migrated NAME', 'finished NAME' (moved by an
+earlier run that was interrupted) or 'skipped NAME: REASON', then a summary.
+With --dry-run nothing is written. Exits 1 if any record was skipped.
+
+Example:
+  ifmatch user migrate --dry-run && ifmatch user migrate")]
+    Migrate(UserMigrateArgs),
+}
+
+/// Arguments of `user show`.
+#[derive(Debug, Args)]
+pub struct UserShowArgs {
+    /// The username.
+    pub username: String,
+}
+
+/// Arguments of `user migrate`.
+#[derive(Debug, Args)]
+pub struct UserMigrateArgs {
+    /// Report what would move, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `user add`.
@@ -132,10 +180,11 @@ pub async fn run(store: &DynStore, cmd: &UserCommand) -> Result<(), Failure> {
                 let page = accounts.list(token.as_deref(), limit).await?;
                 for user in page.users.iter().take(remaining as usize) {
                     out.push_str(&format!(
-                        "{}\t{}\t{}\n",
+                        "{}\t{}\t{}\t{}\n",
                         user.username,
                         user.name,
-                        render_time(user.created_at)
+                        render_time(user.created_at),
+                        user.id
                     ));
                     remaining -= 1;
                 }
@@ -145,6 +194,57 @@ pub async fn run(store: &DynStore, cmd: &UserCommand) -> Result<(), Failure> {
                 }
             }
             write_stdout(out.as_bytes())
+        }
+        UserCommand::Show(a) => {
+            let username = accounts::normalize_username(&a.username)?;
+            let user = accounts
+                .get(&username)
+                .await?
+                .ok_or(AccountsError::UserNotFound { username })?;
+            let out = format!(
+                "id: {}\nprefix: {}\nname: {}\nrevision: {}\ncreated_at: {}\nupdated_at: {}\n",
+                user.id,
+                user.data_prefix(),
+                user.name,
+                user.revision,
+                render_time(user.created_at),
+                render_time(user.updated_at),
+            );
+            write_stdout(out.as_bytes())
+        }
+        UserCommand::Migrate(a) => {
+            let spinner = crate::commands::spinner(if a.dry_run {
+                "looking for account records to migrate (dry run)"
+            } else {
+                "migrating account records"
+            });
+            let report = accounts.migrate_legacy(a.dry_run).await;
+            spinner.finish_and_clear();
+            let report = report?;
+            let mut out = String::new();
+            for name in &report.migrated {
+                out.push_str(&format!("migrated {name}\n"));
+            }
+            for name in &report.finished {
+                out.push_str(&format!("finished {name}\n"));
+            }
+            for (name, why) in &report.skipped {
+                out.push_str(&format!("skipped {name}: {why}\n"));
+            }
+            out.push_str(&format!(
+                "{}{} migrated, {} finished, {} skipped ({} keys under users/ examined)\n",
+                if a.dry_run { "dry run: " } else { "" },
+                report.migrated.len(),
+                report.finished.len(),
+                report.skipped.len(),
+                report.keys_examined
+            ));
+            write_stdout(out.as_bytes())?;
+            if report.skipped.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::Reported(crate::exit::ERROR))
+            }
         }
     }
 }

@@ -6,6 +6,10 @@
 //!   without If-Match: no 5xx, every acknowledged increment and append is in
 //!   the final state exactly once, and the server's RSS does not grow between
 //!   the two halves of the run;
+//! - [`login_flood_with_default_limits_stays_under_1_gib`] and
+//!   [`login_flood_without_back_off_is_bounded_by_the_hashing_pool`]: waves of
+//!   300 concurrent wrong-password logins keep the peak RSS (VmHWM) under
+//!   1 GiB and `/healthz` answering within 1 s;
 //! - bad input: malformed `If-Match` / `If-None-Match`, bodies over the limit,
 //!   slow clients (slowloris), invalid UTF-8 in paths, headers and JSON bodies
 //!   all get a clear 4xx (JSON from the application), never a 5xx or a hang.
@@ -640,5 +644,186 @@ fn slow_clients_neither_block_others_nor_stay_forever() {
         "{} slow connections still open after {:?}",
         open.len(),
         start.elapsed()
+    );
+}
+
+// ---- a login flood (docs/SECURITY.md, "Password hashing under load") ----
+
+/// Concurrent wrong-password logins per wave.
+const FLOOD: usize = 300;
+
+impl Server {
+    /// The child's peak resident set size (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM line")
+    }
+}
+
+/// What a login flood did to the server.
+#[derive(Debug, Default)]
+struct Flood {
+    statuses: BTreeMap<u16, u64>,
+    retry_after_missing: u64,
+    healthz_max: Duration,
+    healthz_probes: u64,
+    peak_rss_kib: u64,
+}
+
+/// `waves` waves of [`FLOOD`] concurrent logins with a wrong password (to an
+/// existing user and to unknown ones, which cost the same dummy hash), while
+/// `/healthz` is probed every 25 ms.
+async fn login_flood(server: &Server, waves: usize) -> Flood {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(FLOOD)
+        .build()
+        .unwrap();
+    let r = auth(c.post(server.url("/v1/users")))
+        .json(&json!({"username": "victim", "password": "the victim's password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (done, url) = (done.clone(), server.url("/healthz"));
+        tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let (mut max, mut n) = (Duration::ZERO, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = c.get(&url).send().await.expect("/healthz did not answer");
+                assert_eq!(r.status(), StatusCode::OK);
+                max = max.max(t.elapsed());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (max, n)
+        })
+    };
+    let mut flood = Flood::default();
+    for wave in 0..waves {
+        let tasks: Vec<_> = (0..FLOOD)
+            .map(|i| {
+                let (c, url) = (c.clone(), server.url("/v1/sessions"));
+                let username = if i % 2 == 0 {
+                    "victim".to_string()
+                } else {
+                    format!("nobody{wave}x{i}")
+                };
+                tokio::spawn(async move {
+                    let r = c
+                        .post(url)
+                        .json(&json!({"username": username, "password": "a wrong guess"}))
+                        .send()
+                        .await
+                        .expect("a login got no answer");
+                    (r.status().as_u16(), r.headers().contains_key("retry-after"))
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (status, retry_after) = t.await.unwrap();
+            *flood.statuses.entry(status).or_default() += 1;
+            if status == 429 && !retry_after {
+                flood.retry_after_missing += 1;
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (flood.healthz_max, flood.healthz_probes) = probe.await.unwrap();
+    flood.peak_rss_kib = server.peak_rss_kib();
+    flood
+}
+
+fn check_flood(what: &str, flood: &Flood, waves: usize) {
+    eprintln!(
+        "login flood ({what}): {waves} x {FLOOD} wrong-password logins; statuses {:?}; \
+         peak RSS (VmHWM) {} KiB = {:.0} MiB; /healthz max {} ms over {} probes",
+        flood.statuses,
+        flood.peak_rss_kib,
+        flood.peak_rss_kib as f64 / 1024.0,
+        flood.healthz_max.as_millis(),
+        flood.healthz_probes
+    );
+    let answered: u64 = flood.statuses.values().sum();
+    assert_eq!(answered, (waves * FLOOD) as u64);
+    assert!(
+        flood.statuses.keys().all(|s| *s == 401 || *s == 429),
+        "only 401 (checked) and 429 (refused before hashing): {:?}",
+        flood.statuses
+    );
+    assert_eq!(flood.retry_after_missing, 0, "a 429 without Retry-After");
+    assert!(
+        flood.peak_rss_kib < 1024 * 1024,
+        "peak RSS {} KiB is over 1 GiB",
+        flood.peak_rss_kib
+    );
+    assert!(
+        flood.healthz_max < Duration::from_secs(1),
+        "/healthz took {:?}",
+        flood.healthz_max
+    );
+    assert!(flood.healthz_probes > 0);
+}
+
+/// With the default limits: the first wave finds the hashing queue (one
+/// thread per CPU, eight waiting each) and refuses the rest at once with 429;
+/// then the failed-login back-off refuses the username and the address
+/// before any hashing. Before the bounded pool and the back-off, the same
+/// flood ran every argon2id hash at once on tokio's blocking pool (19 MiB
+/// each): 5.4 GB in the security review.
+#[test]
+fn login_flood_with_default_limits_stays_under_1_gib() {
+    let _turn = TIMING.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[]);
+    let flood = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(login_flood(&server, 3));
+    check_flood("default limits", &flood, 3);
+    assert!(
+        flood.statuses.get(&429).copied().unwrap_or(0) > 0,
+        "neither the queue nor the back-off refused anything: {:?}",
+        flood.statuses
+    );
+}
+
+/// With the back-off turned off, only the hashing pool bounds the flood:
+/// memory stays at the pool's size however many waves arrive, and every
+/// login is either checked (401) or refused at once (429).
+#[test]
+fn login_flood_without_back_off_is_bounded_by_the_hashing_pool() {
+    let _turn = TIMING.lock().unwrap_or_else(|e| e.into_inner());
+    let off = u32::MAX.to_string();
+    let server = Server::start(&[
+        "--login-free-failures",
+        &off,
+        "--login-free-failures-address",
+        &off,
+    ]);
+    let flood = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(login_flood(&server, 5));
+    check_flood("no back-off", &flood, 5);
+    assert!(
+        flood.statuses.get(&401).copied().unwrap_or(0) >= 5,
+        "{:?}",
+        flood.statuses
     );
 }

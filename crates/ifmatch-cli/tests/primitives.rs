@@ -1,5 +1,5 @@
 //! End-to-end tests of the primitives' subcommands (`lease`, `idem`, `user`,
-//! `snapshot`) on a `file://` store in a temporary directory. Each `ifmatch`
+//! `snapshot`, `gc`) on a `file://` store in a temporary directory. Each `ifmatch`
 //! run is a separate process, like a fleet of stateless workers.
 
 use std::io::Write;
@@ -35,6 +35,16 @@ fn run_in(store: &Store, args: &[&str], stdin: &[u8]) -> Output {
         _ => {}
     }
     child.wait_with_output().expect("wait for ifmatch")
+}
+
+/// Runs `f` to completion on a fresh single-threaded runtime, for checking a
+/// command's effect through the library.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn run(store: &Store, args: &[&str]) -> Output {
@@ -181,11 +191,7 @@ fn lease_usage_errors() {
 fn idem_show_prints_a_record_run_through_the_library() {
     use ifmatch::idempotency::Idempotency;
     let s = store();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = ifmatch::store::open(&s.url).await.unwrap();
         let idem = Idempotency::new(store);
         let payload = serde_json::json!({"request_id": "r-1"});
@@ -263,11 +269,7 @@ fn user_add_ls_passwd_rm() {
         &["user", "passwd", "alice"],
         b"new password 1\n",
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = ifmatch::store::open(&s.url).await.unwrap();
         let accounts = ifmatch::accounts::Accounts::new(store, Default::default()).unwrap();
         accounts
@@ -290,6 +292,59 @@ fn user_add_ls_passwd_rm() {
     ok(run(&s, &["user", "rm", "bob"]));
     fails(run(&s, &["user", "rm", "bob"]), 4);
     assert_eq!(ok(run(&s, &["user", "ls"])).lines().count(), 1);
+}
+
+/// `user migrate` on a store written before account ids, `user show`, and
+/// `gc` removing an expired record.
+#[test]
+fn user_migrate_show_and_gc() {
+    let s = store();
+    let legacy = br#"{"format":1,"username":"olga","name":"Olga","password_hash":"$2b$04$abcdefghijklmnopqrstuuN1kDWfjK1UUSD3F1gYKVMhCNh7sQV3u","created_at":"2025-01-01T00:00:00.000Z"}"#;
+    ok(run_in(&s, &["put", "users/olga"], legacy));
+    ok(run_in(&s, &["put", "users/olga/notes"], b"hers"));
+    let dry = ok(run(&s, &["user", "migrate", "--dry-run"]));
+    assert!(
+        dry.contains("migrated olga\n") && dry.starts_with("migrated"),
+        "{dry}"
+    );
+    assert!(dry.contains("dry run: 1 migrated"), "{dry}");
+    fails(run(&s, &["user", "show", "olga"]), 4);
+    let out = ok(run(&s, &["user", "migrate"]));
+    assert!(
+        out.contains("1 migrated, 0 finished, 0 skipped (2 keys"),
+        "{out}"
+    );
+    let again = ok(run(&s, &["user", "migrate"]));
+    assert!(
+        again.contains("0 migrated, 0 finished, 0 skipped"),
+        "{again}"
+    );
+    let show = ok(run(&s, &["user", "show", "olga"]));
+    assert!(
+        show.starts_with("id: olga\nprefix: users/olga/\nname: Olga\nrevision: 1\n"),
+        "{show}"
+    );
+    assert_eq!(ok(run(&s, &["get", "users/olga/notes"])), "hers");
+    let ls = ok(run(&s, &["user", "ls"]));
+    assert!(
+        ls.starts_with("olga\tOlga\t") && ls.ends_with("\tolga\n"),
+        "{ls}"
+    );
+
+    // An expired session record (written as the server writes them) goes.
+    block_on(async {
+        let store = ifmatch::store::open(&s.url).await.unwrap();
+        let expired = ifmatch::PutOptions::any().with_expiry(Some(1));
+        store
+            .put("sessions/old", "{}".into(), expired)
+            .await
+            .unwrap();
+    });
+    let report = ok(run(&s, &["gc", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert_eq!(report["complete"], true, "{report}");
+    fails(run(&s, &["get", "sessions/old"]), 4);
 }
 
 #[test]

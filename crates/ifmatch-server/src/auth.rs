@@ -1,13 +1,21 @@
 //! Authentication: `Authorization: Bearer <operator key or session token>` on `/v1` routes.
 //!
 //! [`authenticate`] resolves the credential into a [`Principal`] (the
-//! operator, or a user with a live session from [`crate::sessions`]); the
-//! [`Caller`] extractor answers 401 where a route needs one, and
-//! [`Caller::check_scope`] keeps users to their own prefix.
+//! operator, or a user with a live session from [`crate::sessions`], bound to
+//! the account's id and revision); the [`Caller`] extractor answers 401
+//! where a route needs one, and [`Caller::check_scope`] keeps users to their
+//! own prefix, `users/<account id>/` (never their reusable username).
+//!
+//! [`ClientIp`] is the client's address, for the failed-login back-off: the
+//! TCP peer ([`ClientAddr`], set by [`crate::serve`]), or, behind a proxy the
+//! operator trusts ([`crate::ServerConfig::client_ip_header`]), the last
+//! address in that header.
 //!
 //! The operator key is kept only as its SHA-256 digest, and a presented key is hashed
 //! and compared in constant time ([`subtle`]), so neither the contents nor the
 //! length of the key leak through response timing.
+
+use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
@@ -16,6 +24,8 @@ use http::header::AUTHORIZATION;
 use http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use ifmatch::accounts::User;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -53,8 +63,9 @@ impl OperatorKey {
 pub enum Principal {
     /// The operator: presented the operator key (or the server has none).
     Operator,
-    /// A user with a live session.
-    User(String),
+    /// A user with a live session: their account as read for this request
+    /// (at the revision the session was granted at).
+    User(User),
 }
 
 /// What the authentication middleware found, kept in the request's extensions.
@@ -98,12 +109,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 Credential::Valid(Principal::Operator)
             } else if crate::sessions::looks_like_token(token) {
                 match state.sessions().lookup(token).await {
-                    // The account must still exist, unchanged since login:
-                    // one more read per request, so that deleting a user or
+                    // The account must still exist, the same account (id) at
+                    // the same revision as when the password was checked: one
+                    // more read per request, so that deleting a user or
                     // resetting a password ends their sessions at once.
                     Ok(Some(s)) => match state.accounts().get(&s.username).await {
                         Ok(Some(user)) if s.is_current_for(&user) => {
-                            Credential::Valid(Principal::User(s.username))
+                            Credential::Valid(Principal::User(user))
                         }
                         Ok(_) => Credential::Invalid,
                         Err(e) => return ApiError::from(e).into_response(),
@@ -155,8 +167,8 @@ impl FromRequestParts<AppState> for MaybeCaller {
 
 impl Caller {
     /// Refuses (403) a user outside their scope: objects, leases and
-    /// idempotency keys are operator scope, except `users/<username>/...` for
-    /// a user when the server has per-user prefixes.
+    /// idempotency keys are operator scope, except `users/<account id>/...`
+    /// for a user when the server has per-user prefixes.
     pub fn check_scope(&self, state: &AppState, what: &str, key: &str) -> Result<(), ApiError> {
         let Principal::User(user) = &self.0 else {
             return Ok(());
@@ -166,7 +178,7 @@ impl Caller {
                 "{what}s are operator scope on this server (it has no per-user prefixes)"
             )));
         }
-        let prefix = user_prefix(user);
+        let prefix = user.data_prefix();
         if key.starts_with(&prefix) && key.len() > prefix.len() {
             Ok(())
         } else {
@@ -187,9 +199,39 @@ impl Caller {
     }
 }
 
-/// The key prefix of a user's own objects, leases and idempotency keys.
-pub fn user_prefix(username: &str) -> String {
-    format!("users/{username}/")
+/// The TCP peer of a connection, put into each request's extensions by [`crate::serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The client's address for the failed-login back-off: the last address in
+/// [`crate::ServerConfig::client_ip_header`] when the server is configured
+/// to trust one (the address the operator's proxy appended), else the
+/// connection's peer; `None` when neither is known (then only the
+/// per-username back-off applies).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(name) = &state.config().client_ip_header {
+            // The rightmost address: the one the trusted proxy appended
+            // (anything left of it came from the client).
+            let forwarded = parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|a| a.trim().parse::<IpAddr>().ok());
+            if forwarded.is_some() {
+                return Ok(ClientIp(forwarded));
+            }
+        }
+        Ok(ClientIp(parts.extensions.get::<ClientAddr>().map(|a| a.0)))
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@
 //! | `not_claim_holder` | 409 | complete or abandon with a claim id that does not hold the key |
 //! | `payload_mismatch` | 422 | an idempotency key reused for a different payload |
 //! | `user_exists` | 409 | registration of a taken username |
+//! | `user_not_found` | 404 | an operator's `DELETE /v1/users/{name}` of no such user |
+//! | `wrong_password` | 403 | a password change with a wrong old password |
+//! | `too_many_requests` | 429 | password hashing at capacity, or a failed-login back-off; with `Retry-After` |
 //! | `sql_error` | 400 | SQLite refused a statement (syntax, constraint, unknown table) |
 //! | `sql_denied` | 403 | a statement the SQL sandbox refuses (ATTACH, VACUUM, file pragmas, load_extension) |
 //! | `limit_exceeded` | 422 | a SQL batch over its time, row, size or statement limit |
@@ -161,6 +164,14 @@ pub enum ApiError {
         /// Why.
         #[source]
         source: PatchError,
+    },
+    /// Refused for now: retry after the given time (429, with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        /// What is at its limit.
+        message: String,
+        /// When a retry is sensible.
+        retry_after: std::time::Duration,
     },
     /// The request timed out (504).
     #[error("request timed out after {0:?}; a write may or may not have landed: re-read")]
@@ -312,6 +323,12 @@ impl ApiError {
                     None,
                 ),
             },
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                None,
+                None,
+            ),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None, None),
             ApiError::Store(e) => {
                 let key = match e {
@@ -414,6 +431,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"ifmatch\""),
             );
         }
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+        }
         resp
     }
 }
@@ -506,6 +529,21 @@ impl From<ifmatch::accounts::AccountsError> for ApiError {
                 message,
                 Some(&username),
             ),
+            A::UserNotFound { username } => ApiError::refused(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                message,
+                Some(&username),
+            ),
+            A::AccountChanged { username } => {
+                ApiError::refused(StatusCode::CONFLICT, "conflict", message, Some(&username))
+            }
+            A::Busy { retry_after, .. } | A::Throttled { retry_after, .. } => {
+                ApiError::TooManyRequests {
+                    message,
+                    retry_after,
+                }
+            }
             other => ApiError::from_kind(other.kind(), message, None),
         }
     }

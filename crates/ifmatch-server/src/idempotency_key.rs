@@ -150,12 +150,14 @@ fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
     if ok { Ok(key.to_string()) } else { Err(bad()) }
 }
 
-/// Who the records of a caller belong to (keys of one caller never meet another's).
+/// Who the records of a caller belong to (keys of one caller never meet
+/// another's): a user by their immutable account id, so a new account that
+/// reuses a freed username never sees the old account's answers.
 fn scope(caller: &Option<Principal>) -> String {
     match caller {
         Some(Principal::Operator) => "operator".into(),
-        Some(Principal::User(name)) => {
-            format!("user-{}", &hex(&Sha256::digest(name.as_bytes()))[..32])
+        Some(Principal::User(user)) => {
+            format!("user-{}", &hex(&Sha256::digest(user.id.as_bytes()))[..32])
         }
         None => "anonymous".into(),
     }

@@ -8,6 +8,12 @@
 //! `IFMATCH_REQUIRE_PRECONDITIONS=1`, `IFMATCH_OPEN_REGISTRATION=1`,
 //! `IFMATCH_USER_PREFIXES=1` and `IFMATCH_DB_CACHE` (the tenant database
 //! cache directory; default `/tmp/ifmatch-db-cache`, Lambda's writable disk).
+//!
+//! The failed-login back-off takes the client's address from
+//! `X-Forwarded-For` (its last address, the one API Gateway appends). Its
+//! counts live in each instance's memory, so they are per instance. No
+//! background sweeper runs between invocations: expired records are removed
+//! by DynamoDB's TTL or by a scheduled `ifmatch gc`.
 
 use ifmatch::DynStore;
 
@@ -49,6 +55,7 @@ pub fn config_from_env() -> ServerConfig {
         open_registration: flag("IFMATCH_OPEN_REGISTRATION"),
         user_prefixes: flag("IFMATCH_USER_PREFIXES"),
         db_cache_dir: Some(db_cache.into()),
+        client_ip_header: Some(http::HeaderName::from_static("x-forwarded-for")),
         ..ServerConfig::default()
     }
 }

@@ -21,8 +21,11 @@
 //! | POST, PUT, DELETE | `/v1/leases/{name}` | acquire, renew, release ([`routes::leases`]) |
 //! | POST, PUT, DELETE | `/v1/idempotency/{key}` | claim, complete, abandon ([`routes::idempotency`]) |
 //! | POST | `/v1/users` | register ([`routes::accounts`]) |
+//! | GET | `/v1/users` | list users (operator) |
+//! | DELETE | `/v1/users/{name}` | delete a user (operator) |
 //! | POST, DELETE | `/v1/sessions` | login, logout |
 //! | GET | `/v1/me` | who the credentials belong to |
+//! | PUT | `/v1/me/password` | change one's own password |
 //! | POST | `/v1/db` | a SQL batch on the caller's tenant database ([`routes::db`]) |
 //! | GET | `/healthz` | liveness |
 //! | GET | `/metrics` | Prometheus text format |
@@ -34,8 +37,12 @@
 //! session token from `POST /v1/sessions` ([`sessions`]). A user reaches their
 //! own tenant database; objects, leases and idempotency keys are operator
 //! scope unless [`ServerConfig::user_prefixes`] lets users use
-//! `users/<username>/...`. Registration is operator-only unless
-//! [`ServerConfig::open_registration`]. Errors are JSON ([`error`]).
+//! `users/<account id>/...` (never their reusable username). Registration is
+//! operator-only unless [`ServerConfig::open_registration`]. Errors are JSON
+//! ([`error`]). Password hashing has a bounded capacity and failed logins
+//! back off ([`ServerConfig::hash_workers`], [`ServerConfig::login_throttle`]);
+//! expired records are swept in the background ([`sweeper`]). The threat
+//! model and the limits: `docs/SECURITY.md`.
 //!
 //! With the `lambda` feature, [`lambda::run`] serves the same router as an
 //! AWS Lambda function behind API Gateway (HTTP API, payload v2).
@@ -54,6 +61,7 @@ pub mod patch;
 pub mod precondition;
 pub mod routes;
 pub mod sessions;
+pub mod sweeper;
 pub mod telemetry;
 
 use std::fmt;
@@ -64,8 +72,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ifmatch::DynStore;
-use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
+use ifmatch::accounts::{Accounts, AccountsConfig, HashParams, ThrottleConfig};
 use ifmatch::clock::{DynClock, SharedRng, SystemClock};
+use ifmatch::gc::Collector;
 use ifmatch::idempotency::Idempotency;
 use ifmatch::lease::Leases;
 use ifmatch::retry::RetryPolicy;
@@ -98,16 +107,36 @@ pub struct ServerConfig {
     /// otherwise only the operator may.
     pub open_registration: bool,
     /// Whether session users may use objects, leases and idempotency keys
-    /// under `users/<username>/` (otherwise those are operator scope only).
+    /// under `users/<account id>/` (otherwise those are operator scope only).
     pub user_prefixes: bool,
     /// How long a session token is accepted after login.
     pub session_ttl: Duration,
     /// The argon2id parameters of new password hashes.
     pub hash_params: HashParams,
+    /// How many password hashes run at once, each on a dedicated thread
+    /// (default: the number of CPUs; never on tokio's blocking pool).
+    pub hash_workers: usize,
+    /// How many password hashes may wait for a thread (default: eight per
+    /// thread); beyond that, logins and registrations get 429 with `Retry-After`.
+    pub hash_queue: usize,
+    /// The failed-login back-off per username and per client address
+    /// (429 with `Retry-After` while it lasts); see [`ThrottleConfig`].
+    pub login_throttle: ThrottleConfig,
+    /// A header carrying the client's address that a proxy in front of this
+    /// server sets (e.g. `x-forwarded-for`; its last address is used), for the
+    /// per-address back-off. `None` (the default): the TCP peer's address,
+    /// since a client could forge the header.
+    pub client_ip_header: Option<http::HeaderName>,
     /// The local cache directory of tenant databases (`None`: `/v1/db` answers 501).
     pub db_cache_dir: Option<PathBuf>,
     /// The limits of a `/v1/db` batch.
     pub sandbox: Sandbox,
+    /// The background collection of expired sessions, leases and
+    /// idempotency records run by [`serve`] (`None`: off, e.g. on DynamoDB,
+    /// whose TTL removes them).
+    pub gc: Option<sweeper::GcSchedule>,
+    /// How long after its expiry a record is collected (allowance for clock skew).
+    pub gc_grace: Duration,
     /// The clock of sessions, leases, idempotency and accounts.
     pub clock: DynClock,
     /// The randomness of the primitives (claim ids, backoff jitter, commit
@@ -120,6 +149,7 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let accounts_defaults = AccountsConfig::default();
         ServerConfig {
             api_key: None,
             require_preconditions: false,
@@ -135,8 +165,14 @@ impl Default for ServerConfig {
             user_prefixes: false,
             session_ttl: DEFAULT_SESSION_TTL,
             hash_params: HashParams::OWASP,
+            hash_workers: accounts_defaults.hash_workers,
+            hash_queue: accounts_defaults.hash_queue,
+            login_throttle: ThrottleConfig::default(),
+            client_ip_header: None,
             db_cache_dir: None,
             sandbox: Sandbox::default(),
+            gc: Some(sweeper::GcSchedule::default()),
+            gc_grace: ifmatch::gc::DEFAULT_GRACE,
             clock: SystemClock::shared(),
             rng: SharedRng::from_entropy(),
         }
@@ -153,8 +189,14 @@ impl fmt::Debug for ServerConfig {
             .field("open_registration", &self.open_registration)
             .field("user_prefixes", &self.user_prefixes)
             .field("session_ttl", &self.session_ttl)
+            .field("hash_workers", &self.hash_workers)
+            .field("hash_queue", &self.hash_queue)
+            .field("login_throttle", &self.login_throttle)
+            .field("client_ip_header", &self.client_ip_header)
             .field("db_cache_dir", &self.db_cache_dir)
             .field("sandbox", &self.sandbox)
+            .field("gc", &self.gc)
+            .field("gc_grace", &self.gc_grace)
             .finish_non_exhaustive()
     }
 }
@@ -207,6 +249,7 @@ struct Inner {
     http_idempotency: Idempotency,
     accounts: Accounts,
     sessions: sessions::Sessions,
+    collector: Arc<Collector>,
     dbs: Option<TenantDbs>,
 }
 
@@ -237,6 +280,8 @@ impl AppState {
             store.clone(),
             AccountsConfig::default()
                 .with_hash_params(config.hash_params)
+                .with_hash_capacity(config.hash_workers, config.hash_queue)
+                .with_throttle(config.login_throttle)
                 .with_clock(clock.clone()),
         )
         .map_err(|e| ServerError::Setup {
@@ -244,6 +289,11 @@ impl AppState {
             message: e.to_string(),
         })?;
         let sessions = sessions::Sessions::new(store.clone(), config.session_ttl, clock.clone());
+        let collector = Collector::new(store.clone())
+            .with_prefix(sessions::KEY_PREFIX)
+            .with_prefix(idempotency_key::RECORD_PREFIX)
+            .with_grace(config.gc_grace)
+            .with_clock(clock.clone());
         let dbs = match &config.db_cache_dir {
             Some(dir) => Some(
                 TenantDbs::open(
@@ -269,6 +319,7 @@ impl AppState {
                 http_idempotency,
                 accounts,
                 sessions,
+                collector: Arc::new(collector),
                 dbs,
             }),
         })
@@ -292,6 +343,10 @@ impl AppState {
     /// The login sessions.
     pub fn sessions(&self) -> &sessions::Sessions {
         &self.inner.sessions
+    }
+    /// The collector of expired sessions, leases and idempotency records.
+    pub fn collector(&self) -> &Arc<Collector> {
+        &self.inner.collector
     }
     /// The tenant databases (`None` without a cache directory).
     pub fn tenant_dbs(&self) -> Option<&TenantDbs> {
@@ -330,6 +385,8 @@ pub async fn bind(addr: SocketAddr, config: &ServerConfig) -> Result<TcpListener
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting
 /// connections and returns once the requests in flight have been answered.
+/// Meanwhile the background sweeper ([`sweeper`]) collects expired records
+/// if [`ServerConfig::gc`] is set.
 ///
 /// HTTP/1.1 only. A client must send its whole request head within
 /// [`ServerConfig::request_timeout`] (also while a kept-alive connection is
@@ -343,8 +400,13 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
 
     let head_timeout = state.config().request_timeout;
+    let sweeper = state
+        .config()
+        .gc
+        .map(|schedule| tokio::spawn(sweeper::run(state.collector().clone(), schedule)));
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -363,10 +425,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The peer's address, for the failed-login back-off (auth::ClientIp).
+        let peer = stream.peer_addr().ok().map(|a| auth::ClientAddr(a.ip()));
+        let service = app.clone().map_request(move |mut req: http::Request<_>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
+            req
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(head_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -375,6 +445,9 @@ pub async fn serve(
         });
     }
     drop(listener);
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     graceful.shutdown().await;
     Ok(())
 }

@@ -6,7 +6,10 @@ use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, Required, ResponseBuil
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use crate::routes::accounts::{LoginRequest, MeBody, RegisterRequest, SessionBody, UserBody};
+use crate::routes::accounts::{
+    ChangePasswordRequest, LoginRequest, MeBody, RegisterRequest, SessionBody, UserBody,
+    UserListBody,
+};
 use crate::routes::db::{BatchRequest, BatchResultBody, StatementRequest, StatementResultBody};
 use crate::routes::idempotency::{ClaimRequest, CompleteRequest, IdempotencyBody};
 use crate::routes::leases::{AcquireRequest, LeaseBody, RenewRequest};
@@ -33,6 +36,9 @@ use crate::routes::ops::Health;
         crate::routes::accounts::login,
         crate::routes::accounts::logout,
         crate::routes::accounts::me,
+        crate::routes::accounts::list_users,
+        crate::routes::accounts::delete_user,
+        crate::routes::accounts::change_password,
         crate::routes::db::run_batch,
         crate::routes::ops::healthz,
         crate::routes::ops::metrics,
@@ -53,6 +59,8 @@ use crate::routes::ops::Health;
         UserBody,
         SessionBody,
         MeBody,
+        UserListBody,
+        ChangePasswordRequest,
         BatchRequest,
         StatementRequest,
         BatchResultBody,

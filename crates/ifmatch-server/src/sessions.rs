@@ -3,11 +3,21 @@
 //! A token is `ifms_` followed by 64 hex digits (32 bytes from the operating
 //! system's generator through `rand`'s thread generator). The store never
 //! sees a token: the session lives at `sessions/<hex SHA-256 of the token>`
-//! as JSON `{"username", "created_at_ms", "expires_at_ms"}`, created with
-//! `If-None-Match: *` and carrying its expiry as the store's `expires_at` (so
-//! DynamoDB TTL removes old sessions). A lookup hashes the presented token
-//! and reads that key; a session past its expiry (by the injected clock) is
-//! no session. Logout deletes the record.
+//! as JSON `{"account_id", "username", "revision", "created_at_ms",
+//! "expires_at_ms"}`, created with `If-None-Match: *` and carrying its expiry
+//! as the store's `expires_at` (so DynamoDB TTL removes old sessions, and
+//! [`ifmatch::gc`] the others). A lookup hashes the presented token and reads
+//! that key; a session past its expiry (by the injected clock) is no session.
+//! Logout deletes the record.
+//!
+//! A session is bound to the account as it was when the password was
+//! checked: its account id and its revision ([`ifmatch::accounts::User::revision`]).
+//! [`Session::is_current_for`] accepts it only while the account still has
+//! both, so deleting the account (or re-creating one by the same name: a
+//! new id), resetting its password or renaming it ends the session, even a
+//! session whose login checked the old password just before the change and
+//! wrote its record just after. A session record of an older format (without
+//! an account id) is refused.
 //!
 //! A stolen copy of the store therefore yields no usable token, and a token
 //! is checked with one GET by its hash (no comparison of secrets in this process).
@@ -15,9 +25,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use ifmatch::accounts::User;
 use ifmatch::clock::DynClock;
 use ifmatch::store::Metadata;
-use ifmatch::{Condition, DynStore, Error, PutOptions};
+use ifmatch::{Condition, DynStore, Error, PutOptions, Version};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,7 +41,9 @@ pub const KEY_PREFIX: &str = "sessions/";
 
 #[derive(Serialize, Deserialize)]
 struct Record {
+    account_id: String,
     username: String,
+    revision: u64,
     created_at_ms: u64,
     expires_at_ms: u64,
 }
@@ -38,8 +51,12 @@ struct Record {
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// Whose session it is.
+    /// The account id it was granted to.
+    pub account_id: String,
+    /// The account's username at login.
     pub username: String,
+    /// The account's revision when the password was checked.
+    pub revision: u64,
     /// When it was created (login).
     pub created_at: SystemTime,
     /// When it stops being accepted.
@@ -47,13 +64,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Whether this session still belongs to `user` as it is now: a session
-    /// older than the account's last change (its creation, a new name or a
-    /// new password) is not. So deleting an account, or re-creating one under
-    /// the same name, or resetting its password, ends every earlier session.
-    /// Compared in whole milliseconds, the resolution sessions are stored at.
-    pub fn is_current_for(&self, user: &ifmatch::accounts::User) -> bool {
-        self.username == user.username && ms(self.created_at) >= ms(user.updated_at)
+    /// Whether this session still belongs to `user` as it is now: the same
+    /// account (id) at the same revision as when the password was checked.
+    pub fn is_current_for(&self, user: &User) -> bool {
+        self.account_id == user.id && self.revision == user.revision
     }
 }
 
@@ -111,8 +125,9 @@ impl Sessions {
         format!("{KEY_PREFIX}{hex}")
     }
 
-    /// Starts a session for `username` (who has just authenticated).
-    pub async fn create(&self, username: &str) -> Result<NewSession, Error> {
+    /// Starts a session for `user`, as returned by the password check (so
+    /// bound to the revision that check read).
+    pub async fn create(&self, user: &User) -> Result<NewSession, Error> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let token: String = std::iter::once(TOKEN_PREFIX.to_string())
@@ -121,24 +136,36 @@ impl Sessions {
         let now = self.clock.now();
         let expires_at = now + self.ttl;
         let record = Record {
-            username: username.to_string(),
+            account_id: user.id.clone(),
+            username: user.username.clone(),
+            revision: user.revision,
             created_at_ms: ms(now),
             expires_at_ms: ms(expires_at),
         };
+        self.write(&token, &record, Condition::Absent).await?;
+        Ok(NewSession { token, expires_at })
+    }
+
+    /// Writes a session record, carrying its expiry as the store's `expires_at`.
+    async fn write(
+        &self,
+        token: &str,
+        record: &Record,
+        condition: Condition,
+    ) -> Result<Version, Error> {
         let body =
-            serde_json::to_vec(&record).map_err(|e| Error::other("cannot encode a session", e))?;
+            serde_json::to_vec(record).map_err(|e| Error::other("cannot encode a session", e))?;
         self.store
             .put(
-                &Self::key(&token),
+                &Self::key(token),
                 Bytes::from(body),
                 PutOptions {
-                    condition: Condition::Absent,
+                    condition,
                     metadata: Metadata::new(),
-                    expires_at: Some(ms(expires_at).div_ceil(1000)),
+                    expires_at: Some(record.expires_at_ms.div_ceil(1000)),
                 },
             )
-            .await?;
-        Ok(NewSession { token, expires_at })
+            .await
     }
 
     /// The live session of `token`, if any (`None`: unknown, logged out or expired).
@@ -146,23 +173,63 @@ impl Sessions {
         if !looks_like_token(token) {
             return Ok(None);
         }
+        Ok(self.read(token).await?.map(|(session, _)| session))
+    }
+
+    /// The live session of `token` with its record's version.
+    async fn read(&self, token: &str) -> Result<Option<(Session, Version)>, Error> {
         let obj = match self.store.get(&Self::key(token)).await {
             Ok(obj) => obj,
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         let Ok(record) = serde_json::from_slice::<Record>(&obj.body) else {
-            tracing::warn!("a session record is not valid JSON; refusing it");
+            tracing::debug!("a session record of an unknown or older format; refusing it");
             return Ok(None);
         };
         if ms(self.clock.now()) >= record.expires_at_ms {
             return Ok(None);
         }
-        Ok(Some(Session {
+        let session = Session {
+            account_id: record.account_id,
             username: record.username,
+            revision: record.revision,
             created_at: UNIX_EPOCH + Duration::from_millis(record.created_at_ms),
             expires_at: UNIX_EPOCH + Duration::from_millis(record.expires_at_ms),
-        }))
+        };
+        Ok(Some((session, obj.meta.version)))
+    }
+
+    /// Moves the session of `token` to `user`'s current revision, for the
+    /// caller of a change it made itself (a new password): its other
+    /// sessions end, this one goes on. Only a live session of the same
+    /// account moves, and only with a write conditional on the record as
+    /// read; `false` if it did not (the caller should log in again).
+    pub async fn rebind(&self, token: &str, user: &User) -> Result<bool, Error> {
+        if !looks_like_token(token) {
+            return Ok(false);
+        }
+        let Some((session, version)) = self.read(token).await? else {
+            return Ok(false);
+        };
+        if session.account_id != user.id {
+            return Ok(false);
+        }
+        let record = Record {
+            account_id: session.account_id,
+            username: user.username.clone(),
+            revision: user.revision,
+            created_at_ms: ms(session.created_at),
+            expires_at_ms: ms(session.expires_at),
+        };
+        match self
+            .write(token, &record, Condition::Matches(version))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ends the session of `token` (logout); true if there was one.

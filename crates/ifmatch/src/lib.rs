@@ -28,8 +28,13 @@
 //! - [`clock`]: injected time and randomness, so tests never sleep.
 //! - [`sim`]: deterministic simulation support (seeded fault weather, simulated
 //!   clients, exactly-once bookkeeping) for testing code on top of ifmatch.
-//! - [`accounts`]: users with a conditional create, argon2id password hashes
-//!   (older bcrypt hashes verify and are upgraded on login) and paginated listing.
+//! - [`accounts`]: users with an immutable account id, a conditional create,
+//!   argon2id password hashes on a bounded pool of threads (older bcrypt
+//!   hashes verify and are upgraded on login), a failed-login back-off and
+//!   paginated listing.
+//! - [`gc`]: removal of expired leases, idempotency records and sessions on
+//!   backends without TTL, in bounded sweeps that never delete a record
+//!   renewed meanwhile.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -53,6 +58,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod gc;
 pub mod idempotency;
 pub mod key;
 pub mod lease;

@@ -6,8 +6,10 @@
 //! statements never uploads anything. Answer: **200**
 //! `{"read_only": bool, "results": [{"columns", "rows", "changes"}, ...]}`.
 //!
-//! - A **user**'s batch runs on their own database (tenant = username);
-//!   `tenant`, if given, must be their own username (else 403).
+//! - A **user**'s batch runs on their own database, named by their account
+//!   id (never by their reusable username: a later account with the same
+//!   name gets a new database); `tenant`, if given, must be their account id
+//!   or their username (else 403).
 //! - The **operator** must name the `tenant` (400 without one): it can reach
 //!   every tenant's database, for administration.
 //!
@@ -92,8 +94,8 @@ impl utoipa::PartialSchema for TenantParam {
             .max_length(Some(max))
             .pattern(Some(crate::routes::extract::KEY_PATTERN))
             .description(Some(
-                "The tenant: required with the operator key; for a session user, absent or \
-                 their own username. The key rules apply (no empty, '.' or '..' segment, \
+                "The tenant: required with the operator key (a user's database is named by \
+                 their account id); for a session user, absent, their account id or their username. The key rules apply (no empty, '.' or '..' segment, \
                  control character or backslash), and no segment after the first may be \
                  'log', 'checkpoint' or 'head'",
             ))
@@ -124,7 +126,8 @@ pub struct BatchRequest {
     /// The statements, run in order as one transaction (at least one).
     #[schema(min_items = 1)]
     pub statements: Vec<StatementRequest>,
-    /// The tenant: required for the operator; a user's own username or absent.
+    /// The tenant: required for the operator (a user's database is named by
+    /// their account id); for a user, absent, their account id or username.
     #[serde(default)]
     #[schema(value_type = Option<TenantParam>)]
     pub tenant: Option<String>,
@@ -191,8 +194,8 @@ pub async fn run_batch(
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResultBody>, ApiError> {
     let tenant = match (&caller.0, req.tenant) {
-        (Principal::User(user), None) => user.clone(),
-        (Principal::User(user), Some(t)) if &t == user => t,
+        (Principal::User(user), None) => user.id.clone(),
+        (Principal::User(user), Some(t)) if t == user.id || t == user.username => user.id.clone(),
         (Principal::User(_), Some(_)) => {
             return Err(ApiError::Forbidden(
                 "a user reaches only their own tenant database".into(),

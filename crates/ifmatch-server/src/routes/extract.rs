@@ -1,4 +1,5 @@
-//! Extractors that fail with JSON errors: the object key from the path, the request body.
+//! Extractors that fail with JSON errors: the object key from the path, the
+//! request body, the query string.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use bytes::Bytes;
@@ -63,6 +64,21 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The query string as `T` (400 with a JSON error when it does not parse).
+#[derive(Debug, Clone)]
+pub struct QueryParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
     }
 }
 

@@ -16,49 +16,45 @@ async fn open_registration_login_me_logout_and_expiry() {
     })
     .await;
     // Anyone may register on an open server.
-    let (st, u) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "Alice", "password": "correct horse", "name": "Alice A."}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, u) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "Alice", "password": "correct horse", "name": "Alice A."}),
+        )
+        .await;
     assert_eq!(st, 201, "{u}");
     assert_eq!(u["username"], "alice");
     assert!(
         !u.to_string().contains("argon2"),
         "no hash leaves the server: {u}"
     );
-    let (st, e) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "alice", "password": "another one"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "alice", "password": "another one"}),
+        )
+        .await;
     assert_eq!((st, e["error"].as_str()), (409, Some("user_exists")), "{e}");
-    let (st, e) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "bob", "password": "short"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "bob", "password": "short"}),
+        )
+        .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")), "{e}");
 
     // Wrong password and unknown user: the same 401.
     for (user, pw) in [("alice", "wrong password"), ("nobody", "correct horse")] {
-        let (st, e) = json(
-            s.anon(Method::POST, "/v1/sessions")
-                .json(&json!({"username": user, "password": pw}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (st, e) = s
+            .anon_json(
+                Method::POST,
+                "/v1/sessions",
+                json!({"username": user, "password": pw}),
+            )
+            .await;
         assert_eq!(
             (st, e["error"].as_str()),
             (401, Some("invalid_credentials")),
@@ -66,14 +62,13 @@ async fn open_registration_login_me_logout_and_expiry() {
         );
     }
 
-    let (st, session) = json(
-        s.anon(Method::POST, "/v1/sessions")
-            .json(&json!({"username": "alice", "password": "correct horse"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, session) = s
+        .anon_json(
+            Method::POST,
+            "/v1/sessions",
+            json!({"username": "alice", "password": "correct horse"}),
+        )
+        .await;
     assert_eq!(st, 201, "{session}");
     assert_eq!(session["token_type"], "Bearer");
     assert_eq!(session["expires_in"], 24 * 3600);
@@ -116,23 +111,32 @@ async fn open_registration_login_me_logout_and_expiry() {
     .await;
     assert_eq!(st, 401);
 
-    // Per-user prefixes: objects, leases and idempotency keys under users/alice/ only.
+    // Per-user prefixes: objects, leases and idempotency keys under
+    // users/<account id>/ only (not under the reusable username).
+    let me = s.me(&token).await;
+    let id = me["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 33, "a generated account id: {id}");
+    assert_eq!(me["prefix"], format!("users/{id}/"));
+    assert_eq!(u["id"], id.as_str(), "registration shows the id too");
+    let mine = |rest: &str| format!("/v1/objects/users/{id}/{rest}");
     let r = s
-        .as_user(&token, Method::PUT, "/v1/objects/users/alice/notes")
+        .as_user(&token, Method::PUT, &mine("notes"))
         .body("mine")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     for (method, path) in [
-        (Method::PUT, "/v1/objects/users/bob/notes"),
-        (Method::GET, "/v1/objects/users/alice"),
-        (Method::GET, "/v1/objects/sessions/x"),
-        (Method::POST, "/v1/leases/shared"),
-        (Method::POST, "/v1/idempotency/users/bob/k"),
+        (Method::PUT, "/v1/objects/users/bob/notes".to_string()),
+        (Method::PUT, "/v1/objects/users/alice/notes".to_string()),
+        (Method::GET, format!("/v1/objects/users/{id}")),
+        (Method::GET, "/v1/objects/sessions/x".to_string()),
+        (Method::GET, "/v1/objects/accounts/alice".to_string()),
+        (Method::POST, "/v1/leases/shared".to_string()),
+        (Method::POST, "/v1/idempotency/users/bob/k".to_string()),
     ] {
         let (st, e) = json(
-            s.as_user(&token, method.clone(), path)
+            s.as_user(&token, method.clone(), &path)
                 .send()
                 .await
                 .unwrap(),
@@ -145,7 +149,7 @@ async fn open_registration_login_me_logout_and_expiry() {
         );
     }
     let (st, l) = json(
-        s.as_user(&token, Method::POST, "/v1/leases/users/alice/job")
+        s.as_user(&token, Method::POST, &format!("/v1/leases/users/{id}/job"))
             .send()
             .await
             .unwrap(),
@@ -153,10 +157,14 @@ async fn open_registration_login_me_logout_and_expiry() {
     .await;
     assert_eq!(st, 201, "{l}");
     let (st, _) = json(
-        s.as_user(&token, Method::POST, "/v1/idempotency/users/alice/k")
-            .send()
-            .await
-            .unwrap(),
+        s.as_user(
+            &token,
+            Method::POST,
+            &format!("/v1/idempotency/users/{id}/k"),
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(st, 201);
@@ -218,14 +226,14 @@ async fn open_registration_login_me_logout_and_expiry() {
         .await
         .unwrap();
     let r = s
-        .as_user(&old, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&old, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "a session from before the password reset");
     let fresh = s.login("alice", "battery staple").await;
     let r = s
-        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&fresh, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();
@@ -233,7 +241,7 @@ async fn open_registration_login_me_logout_and_expiry() {
     // Deleting the account ends its sessions at once.
     assert!(s.state.accounts().delete("alice").await.unwrap());
     let r = s
-        .as_user(&fresh, Method::GET, "/v1/objects/users/alice/notes")
+        .as_user(&fresh, Method::GET, &mine("notes"))
         .send()
         .await
         .unwrap();
@@ -245,14 +253,13 @@ async fn open_registration_login_me_logout_and_expiry() {
 async fn closed_registration_and_operator_scope() {
     // The defaults: registration by the operator only, no per-user prefixes.
     let s = Server::start(|_| {}).await;
-    let (st, _) = json(
-        s.anon(Method::POST, "/v1/users")
-            .json(&json!({"username": "carol", "password": "correct horse"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = s
+        .anon_json(
+            Method::POST,
+            "/v1/users",
+            json!({"username": "carol", "password": "correct horse"}),
+        )
+        .await;
     assert_eq!(st, 401);
     let token = s.user("carol", "correct horse").await;
     let (st, e) = json(

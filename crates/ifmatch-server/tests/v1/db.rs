@@ -95,8 +95,13 @@ async fn tenants_sandbox_and_limits() {
         e["message"].as_str().unwrap().contains("no such table"),
         "{e}"
     );
+    // Alice's database is named by her account id; bob may name neither.
+    let alice_id = s.me(&alice).await["id"].as_str().unwrap().to_string();
     let mut other = batch(&[("SELECT * FROM notes", json!([]))]);
     other["tenant"] = json!("alice");
+    let (st, e) = json(run(&bob, other.clone()).await.unwrap()).await;
+    assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
+    other["tenant"] = json!(alice_id);
     let (st, e) = json(run(&bob, other.clone()).await.unwrap()).await;
     assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
     assert_eq!(puts(&s), before, "bob's reads created nothing");

@@ -4,13 +4,18 @@
 
 mod accounts;
 mod db;
+#[path = "../../../ifmatch/tests/common/hooked.rs"]
+mod hooked;
 mod idempotency;
 mod idempotency_key;
+mod identity;
 mod leases;
+mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ifmatch::DynStore;
 use ifmatch::clock::ManualClock;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch_server::{AppState, ServerConfig};
@@ -50,13 +55,18 @@ pub fn config() -> (ServerConfig, Arc<ManualClock>, tempfile::TempDir) {
 impl Server {
     /// A server on a fresh memory store; `tweak` adjusts the configuration.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+        Server::start_on(Arc::new(MemoryStore::new()), tweak).await
+    }
+
+    /// A server on `store`; `tweak` adjusts the configuration.
+    pub async fn start_on(store: DynStore, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         let (mut config, clock, dir) = config();
         tweak(&mut config);
         let listener = ifmatch_server::bind("127.0.0.1:0".parse().unwrap(), &config)
             .await
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(Arc::new(MemoryStore::new()), config).unwrap();
+        let state = AppState::new(store, config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ifmatch_server::serve(listener, state.clone(), async {
             let _ = rx.await;
@@ -111,6 +121,36 @@ impl Server {
         body["token"].as_str().unwrap().to_string()
     }
 
+    /// The account behind a session token, as `GET /v1/me` shows it
+    /// (`id`, `prefix`, `username`, ...).
+    pub async fn me(&self, token: &str) -> Value {
+        let (st, me) = self.me_status(token).await;
+        assert_eq!(st, 200, "{me}");
+        me["user"].clone()
+    }
+
+    /// The status and body of `GET /v1/me` with `token`.
+    pub async fn me_status(&self, token: &str) -> (u16, Value) {
+        json(
+            self.as_user(token, Method::GET, "/v1/me")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The status and body of a login attempt.
+    pub async fn try_login(&self, username: &str, password: &str) -> (u16, Value) {
+        let body = serde_json::json!({"username": username, "password": password});
+        self.anon_json(Method::POST, "/v1/sessions", body).await
+    }
+
+    /// The status and body of an unauthenticated request with a JSON body.
+    pub async fn anon_json(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        json(self.anon(method, path).json(&body).send().await.unwrap()).await
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -142,6 +182,8 @@ async fn the_openapi_document_lists_the_new_routes() {
         "/v1/users",
         "/v1/sessions",
         "/v1/me",
+        "/v1/me/password",
+        "/v1/users/{name}",
         "/v1/db",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
@@ -160,6 +202,7 @@ async fn the_openapi_document_lists_the_new_routes() {
         !header_names(&doc["paths"]["/v1/sessions"]["post"])
             .contains(&"\"Idempotency-Key\"".to_string())
     );
+    assert!(doc["paths"]["/v1/users"].get("get").is_some());
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     s.shutdown().await;
 }

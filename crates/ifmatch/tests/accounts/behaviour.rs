@@ -276,7 +276,7 @@ async fn rules_are_enforced_with_typed_errors() {
         a.create("0.a_b-c", "Zoë", "password").await.unwrap();
 
         // Updates follow the same rules and write nothing when refused.
-        let before = store.get("users/abc").await.unwrap();
+        let before = store.get("accounts/abc").await.unwrap();
         assert!(matches!(
             a.update("abc", UserUpdate::password("short")).await,
             Err(AccountsError::PasswordTooShort { .. })
@@ -289,7 +289,11 @@ async fn rules_are_enforced_with_typed_errors() {
             a.update("a b", UserUpdate::name("x")).await,
             Err(AccountsError::UsernameCharacter { .. })
         ));
-        assert_eq!(store.get("users/abc").await.unwrap(), before, "{backend}");
+        assert_eq!(
+            store.get("accounts/abc").await.unwrap(),
+            before,
+            "{backend}"
+        );
         // Reads and deletes refuse bad usernames instead of answering "not found".
         assert!(matches!(
             a.get("a b").await,
@@ -399,15 +403,20 @@ async fn record_format_and_timestamps() {
             fields,
             BTreeSet::from([
                 "format",
+                "id",
                 "username",
                 "name",
                 "password_hash",
+                "revision",
                 "created_at",
                 "updated_at"
             ]),
             "{backend}"
         );
         assert_eq!(rec["format"], ifmatch::accounts::RECORD_FORMAT, "{backend}");
+        assert_eq!(rec["revision"], 1, "{backend}");
+        let id = rec["id"].as_str().unwrap().to_string();
+        assert!(ifmatch::accounts::is_account_id(&id), "{backend}: {id}");
         assert_eq!(rec["created_at"], "2026-01-15T12:34:56.000Z", "{backend}");
         assert_eq!(rec["updated_at"], "2026-01-15T12:34:56.000Z", "{backend}");
 
@@ -426,6 +435,12 @@ async fn record_format_and_timestamps() {
         let rec = raw(&store, "alice").await.unwrap();
         assert_eq!(rec["created_at"], "2026-01-15T12:34:56.000Z", "{backend}");
         assert_eq!(rec["updated_at"], "2026-01-15T12:36:26.250Z", "{backend}");
+        assert_eq!(
+            (rec["id"].as_str(), &rec["revision"]),
+            (Some(id.as_str()), &serde_json::json!(2)),
+            "{backend}: every change moves the revision, never the id"
+        );
+        assert_eq!(u.revision, 2, "{backend}");
         assert_eq!(f.accounts.get("alice").await.unwrap(), Some(u), "{backend}");
     }
 }
@@ -436,22 +451,22 @@ async fn record_format_and_timestamps() {
 async fn newer_or_corrupt_records_are_left_alone() {
     for (backend, store) in backends().await {
         let f = fixture(&store);
-        let newer = serde_json::json!({"format": 2, "username": "nova", "name": "N", "password_hash": "$argon2id$...", "created_at": "2026-01-01T00:00:00Z", "email": "n@example.invalid"});
+        let newer = serde_json::json!({"format": 3, "id": "nova", "username": "nova", "name": "N", "password_hash": "$argon2id$...", "created_at": "2026-01-01T00:00:00Z", "email": "n@example.invalid"});
         store
             .put(
-                "users/nova",
+                "accounts/nova",
                 serde_json::to_vec(&newer).unwrap().into(),
                 PutOptions::if_absent(),
             )
             .await
             .unwrap();
-        let before = store.get("users/nova").await.unwrap();
+        let before = store.get("accounts/nova").await.unwrap();
         assert!(
             matches!(
                 f.accounts.get("nova").await,
                 Err(AccountsError::UnsupportedFormat {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 })
             ),
@@ -472,13 +487,13 @@ async fn newer_or_corrupt_records_are_left_alone() {
             "{backend}"
         );
         assert_eq!(
-            store.get("users/nova").await.unwrap(),
+            store.get("accounts/nova").await.unwrap(),
             before,
             "{backend}: rewritten"
         );
 
         store
-            .put("users/junk", "not json".into(), PutOptions::if_absent())
+            .put("accounts/junk", "not json".into(), PutOptions::if_absent())
             .await
             .unwrap();
         let err = f.accounts.get("junk").await.unwrap_err();
@@ -486,7 +501,7 @@ async fn newer_or_corrupt_records_are_left_alone() {
             matches!(err, AccountsError::CorruptRecord { .. }),
             "{backend}: {err:?}"
         );
-        store.put("users/plain", serde_json::to_vec(&serde_json::json!({"username": "plain", "name": "P", "password_hash": "hunter22", "created_at": "2026-01-01T00:00:00Z"})).unwrap().into(), PutOptions::if_absent()).await.unwrap();
+        store.put("accounts/plain", serde_json::to_vec(&serde_json::json!({"format": 2, "id": "plain", "username": "plain", "name": "P", "password_hash": "hunter22", "created_at": "2026-01-01T00:00:00Z"})).unwrap().into(), PutOptions::if_absent()).await.unwrap();
         let err = f
             .accounts
             .authenticate("plain", "hunter22")
@@ -550,13 +565,30 @@ async fn list_pagination() {
                 "{backend}"
             );
         }
-        // Keys below users/ that are not user records are not listed.
+        // Account records have a namespace of their own: the users' data
+        // (under users/<id>/) is never paged through, so a page of 7 holds 7
+        // users however much data there is. Keys below accounts/ that are not
+        // account records are not listed.
+        let first = f.accounts.list(None, 7).await.unwrap().users;
+        for user in &first {
+            for i in 0..3 {
+                store
+                    .put(
+                        &format!("{}data-{i}", user.data_prefix()),
+                        "x".into(),
+                        PutOptions::any(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(
+            f.accounts.list(None, 7).await.unwrap().users,
+            first,
+            "{backend}"
+        );
         store
-            .put("users/user0/avatar.png", "png".into(), PutOptions::any())
-            .await
-            .unwrap();
-        store
-            .put("users/Not A User", "{}".into(), PutOptions::any())
+            .put("accounts/Not A User", "{}".into(), PutOptions::any())
             .await
             .unwrap();
         let mut all: Vec<_> = f

@@ -1,16 +1,16 @@
 //! Hashes from older systems: bcrypt hashes in seed 003's format verify, and
 //! a successful login upgrades them to argon2id with one conditional write.
+//! Seed records are imported the documented way: written to
+//! `users/<username>` (format 1) and moved by [`Accounts::migrate_legacy`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use ifmatch::accounts::AccountsError;
-use ifmatch::store::intercept;
-use ifmatch::store::{DynStore, PutOptions, Store, Version};
+use ifmatch::accounts::{Accounts, AccountsError};
+use ifmatch::store::{DynStore, PutOptions};
 
 use crate::backends::backends;
-use crate::{CHEAP, fixture, raw, stored_hash};
+use crate::{CHEAP, fixture, racing, raw, stored_hash};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -29,6 +29,21 @@ fn seed_record(username: &str, hash: &str) -> Bytes {
     }))
     .expect("json")
     .into()
+}
+
+/// Imports a seed record for `username` with `hash` the documented way: a
+/// format-1 record at `users/<username>`, then the migration.
+async fn import(store: &DynStore, accounts: &Accounts, username: &str, hash: &str) {
+    store
+        .put(
+            &format!("users/{username}"),
+            seed_record(username, hash),
+            PutOptions::if_absent(),
+        )
+        .await
+        .unwrap();
+    let report = accounts.migrate_legacy(false).await.unwrap();
+    assert_eq!(report.migrated, [username], "{report:?}");
 }
 
 /// `PASSWORD` hashed by bcrypt at the cheapest cost, in the given variant.
@@ -53,14 +68,7 @@ async fn bcrypt_hash_verifies_and_is_upgraded_on_login() {
         let f = fixture(&store);
         for (username, hash) in &cases {
             let ctx = format!("{backend}/{username}");
-            store
-                .put(
-                    &format!("users/{username}"),
-                    seed_record(username, hash),
-                    PutOptions::if_absent(),
-                )
-                .await
-                .unwrap();
+            import(&store, &f.accounts, username, hash).await;
 
             let user = f.accounts.get(username).await.unwrap().unwrap();
             assert_eq!(
@@ -70,13 +78,13 @@ async fn bcrypt_hash_verifies_and_is_upgraded_on_login() {
             );
             assert_eq!(user.updated_at, user.created_at, "{ctx}");
 
-            let before = store.get(&format!("users/{username}")).await.unwrap();
+            let before = store.get(&format!("accounts/{username}")).await.unwrap();
             let wrong = f.accounts.authenticate(username, "not the password").await;
             assert!(
                 matches!(wrong, Err(AccountsError::InvalidCredentials)),
                 "{ctx}: {wrong:?}"
             );
-            let after = store.get(&format!("users/{username}")).await.unwrap();
+            let after = store.get(&format!("accounts/{username}")).await.unwrap();
             assert_eq!(after, before, "{ctx}: a failed login wrote");
 
             let logged_in = f
@@ -92,7 +100,11 @@ async fn bcrypt_hash_verifies_and_is_upgraded_on_login() {
                 new_hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
                 "{ctx}: not upgraded"
             );
-            assert_eq!(rec["format"], 1, "{ctx}");
+            assert_eq!(rec["format"], 2, "{ctx}");
+            assert_eq!(
+                rec["id"], *username,
+                "{ctx}: a migrated account's id is its name"
+            );
             assert_eq!(rec["name"], "Legacy User", "{ctx}");
             assert_eq!(rec["created_at"], "2025-01-15T12:34:56.123Z", "{ctx}");
             assert_eq!(
@@ -102,7 +114,7 @@ async fn bcrypt_hash_verifies_and_is_upgraded_on_login() {
 
             // The upgraded hash works, and a second login writes nothing more.
             let v = store
-                .head(&format!("users/{username}"))
+                .head(&format!("accounts/{username}"))
                 .await
                 .unwrap()
                 .version;
@@ -112,7 +124,7 @@ async fn bcrypt_hash_verifies_and_is_upgraded_on_login() {
                 .unwrap_or_else(|e| panic!("{ctx}: {e}"));
             assert_eq!(
                 store
-                    .head(&format!("users/{username}"))
+                    .head(&format!("accounts/{username}"))
                     .await
                     .unwrap()
                     .version,
@@ -158,33 +170,6 @@ async fn argon2_hash_with_old_parameters_is_rehashed() {
     }
 }
 
-/// A store that, just before the first write to `key`, lets "another worker"
-/// write `intrude` there: the write that follows is then racing and loses.
-#[derive(Debug)]
-struct RacingStore {
-    inner: DynStore,
-    key: String,
-    intrude: Mutex<Option<Bytes>>,
-}
-
-#[async_trait]
-impl intercept::Intercept for RacingStore {
-    fn inner(&self) -> &dyn Store {
-        &*self.inner
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
-        let intrude = if key == self.key {
-            self.intrude.lock().unwrap().take()
-        } else {
-            None
-        };
-        if let Some(other) = intrude {
-            self.inner.put(key, other, PutOptions::any()).await?;
-        }
-        self.inner.put(key, body, opts).await
-    }
-}
-
 /// Losing the upgrade race is harmless: when the password is changed between
 /// the login's read and its upgrade write, the login still succeeds, the
 /// upgrade is skipped, and the password change stands.
@@ -200,29 +185,24 @@ async fn losing_the_upgrade_race_is_harmless() {
             .create("dave", "Dave (renamed)", "changed by another worker")
             .await
             .unwrap();
-        let changed = scratch.get("users/dave").await.unwrap().body;
+        let changed = scratch.get("accounts/dave").await.unwrap().body;
 
-        store
-            .put(
-                "users/dave",
-                seed_record("dave", &bcrypt_hash(bcrypt::Version::TwoB)),
-                PutOptions::if_absent(),
-            )
-            .await
-            .unwrap();
-        let racing = Arc::new(RacingStore {
-            inner: store.clone(),
-            key: "users/dave".into(),
-            intrude: Mutex::new(Some(changed.clone())),
-        });
-        let f = fixture(&(racing.clone() as DynStore));
+        import(
+            &store,
+            &fixture(&store).accounts,
+            "dave",
+            &bcrypt_hash(bcrypt::Version::TwoB),
+        )
+        .await;
+        let (racing, intruded) = racing(&store, "accounts/dave", changed.clone());
+        let f = fixture(&racing);
         let user = f
             .accounts
             .authenticate("dave", PASSWORD)
             .await
             .unwrap_or_else(|e| panic!("{backend}: {e}"));
         assert!(
-            racing.intrude.lock().unwrap().is_none(),
+            intruded.load(std::sync::atomic::Ordering::SeqCst),
             "{backend}: the login did not try to upgrade"
         );
         assert_eq!(
@@ -232,7 +212,7 @@ async fn losing_the_upgrade_race_is_harmless() {
 
         // The other worker's write stands, untouched by the upgrade.
         assert_eq!(
-            store.get("users/dave").await.unwrap().body,
+            store.get("accounts/dave").await.unwrap().body,
             changed,
             "{backend}"
         );
@@ -255,15 +235,14 @@ async fn losing_the_upgrade_race_is_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_logins_upgrade_once() {
     for (backend, store) in backends().await {
-        store
-            .put(
-                "users/erin",
-                seed_record("erin", &bcrypt_hash(bcrypt::Version::TwoY)),
-                PutOptions::if_absent(),
-            )
-            .await
-            .unwrap();
         let f = fixture(&store);
+        import(
+            &store,
+            &f.accounts,
+            "erin",
+            &bcrypt_hash(bcrypt::Version::TwoY),
+        )
+        .await;
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 let a = f.accounts.clone();

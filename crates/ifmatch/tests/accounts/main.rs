@@ -6,25 +6,36 @@
 //!   each named after the seed's numbering.
 //! - [`legacy`]: bcrypt hashes in the seed's format verify and are upgraded.
 //! - [`behaviour`]: concurrency, case folding, rules, the record format, paging.
+//! - [`identity`]: account ids are never reused, revisions, password
+//!   changes, the failed-login back-off.
+//! - [`migrate`]: stores from before account ids are migrated, idempotently.
 //!
 //! Hashing uses cheap argon2id parameters ([`CHEAP`]) except where a test
 //! checks the OWASP default, so the suite stays fast.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use ifmatch::accounts::{Accounts, AccountsConfig, HashParams};
 use ifmatch::clock::{ManualClock, SharedRng};
 use ifmatch::retry::RetryPolicy;
-use ifmatch::store::DynStore;
+use ifmatch::store::{DynStore, PutOptions};
 
 #[path = "../common/backends.rs"]
 mod backends;
 mod behaviour;
+#[path = "../common/hooked.rs"]
+mod hooked;
+mod identity;
 mod legacy;
+mod migrate;
 mod seed_5_1;
 mod seed_5_2;
 mod seed_5_3;
+
+use hooked::{Hook, Hooked, Write};
 
 /// Cheap argon2id parameters for tests (the production default is OWASP's).
 pub const CHEAP: HashParams = HashParams::new(64, 1, 1);
@@ -66,10 +77,10 @@ pub fn fixture_with(store: &DynStore, hash: HashParams) -> Fixture {
 
 /// The raw stored record of `username` (already folded), as JSON; `None` if absent.
 pub async fn raw(store: &DynStore, username: &str) -> Option<serde_json::Value> {
-    match store.get(&format!("users/{username}")).await {
+    match store.get(&format!("accounts/{username}")).await {
         Ok(o) => Some(serde_json::from_slice(&o.body).expect("stored record is JSON")),
         Err(ifmatch::Error::NotFound { .. }) => None,
-        Err(e) => panic!("reading users/{username}: {e}"),
+        Err(e) => panic!("reading accounts/{username}: {e}"),
     }
 }
 
@@ -79,4 +90,28 @@ pub async fn stored_hash(store: &DynStore, username: &str) -> String {
         .as_str()
         .expect("password_hash is a string")
         .to_string()
+}
+
+/// `inner`, where just before the first put to `key` "another worker"
+/// writes `intrude` there: the put that follows is then racing and loses.
+/// The flag tells whether the intrusion happened.
+pub fn racing(inner: &DynStore, key: &str, intrude: Bytes) -> (DynStore, Arc<AtomicBool>) {
+    let pending = Arc::new(Mutex::new(Some(intrude)));
+    let happened = Arc::new(AtomicBool::new(false));
+    let (store, key, flag) = (inner.clone(), key.to_string(), happened.clone());
+    let hook: Hook = Arc::new(move |k, write| {
+        let other = if write == Write::Put && k == key {
+            pending.lock().unwrap().take()
+        } else {
+            None
+        };
+        let (store, k, flag) = (store.clone(), k.to_string(), flag.clone());
+        Box::pin(async move {
+            if let Some(other) = other {
+                store.put(&k, other, PutOptions::any()).await.unwrap();
+                flag.store(true, Ordering::SeqCst);
+            }
+        })
+    });
+    (Hooked::new(inner.clone(), hook), happened)
 }

@@ -25,7 +25,7 @@ async fn check_5_1_1_create_new_user() {
     }
 }
 
-/// 5.1.2: the user exists in storage (one record under `users/<username>`).
+/// 5.1.2: the user exists in storage (one record under `accounts/<username>`).
 #[tokio::test]
 async fn check_5_1_2_user_exists_in_storage() {
     for (backend, store) in backends().await {
@@ -41,7 +41,7 @@ async fn check_5_1_2_user_exists_in_storage() {
         assert_eq!(rec["name"], "Alice Smith", "{backend}");
         let keys = ifmatch::store::list_all(&*store, "").await.unwrap();
         let keys: Vec<_> = keys.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["users/alice"], "{backend}");
+        assert_eq!(keys, ["accounts/alice"], "{backend}");
     }
 }
 
@@ -61,7 +61,7 @@ async fn check_5_1_3_password_is_hashed_with_argon2id() {
             "{backend}: {hash}"
         );
         assert!(!hash.contains("correct horse"), "{backend}");
-        let body = store.get("users/alice").await.unwrap().body;
+        let body = store.get("accounts/alice").await.unwrap().body;
         assert!(
             !String::from_utf8_lossy(&body).contains("correct horse"),
             "{backend}"
@@ -111,7 +111,7 @@ async fn check_5_1_5_duplicate_username_is_refused() {
             .create("alice", "Alice Smith", "correct horse")
             .await
             .unwrap();
-        let before = store.get("users/alice").await.unwrap();
+        let before = store.get("accounts/alice").await.unwrap();
         let err = f
             .accounts
             .create("alice", "Impostor", "other password")
@@ -122,7 +122,7 @@ async fn check_5_1_5_duplicate_username_is_refused() {
             "{backend}: {err:?}"
         );
         assert_eq!(err.kind(), ifmatch::ErrorKind::Conflict, "{backend}");
-        let after = store.get("users/alice").await.unwrap();
+        let after = store.get("accounts/alice").await.unwrap();
         assert_eq!(after, before, "{backend}: the record changed");
         f.accounts
             .authenticate("alice", "correct horse")
