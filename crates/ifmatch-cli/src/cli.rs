@@ -316,6 +316,14 @@ pub struct ServeArgs {
     /// The most rows a POST /v1/db batch may return (422 beyond).
     #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
     pub sql_max_rows: usize,
+
+    /// The most page bytes one tenant-database commit may change (422 `limit_exceeded` beyond; default 64 MiB).
+    #[arg(long, default_value_t = ifmatch::tenantdb::DEFAULT_MAX_COMMIT_BYTES, value_name = "BYTES")]
+    pub db_max_commit_bytes: u64,
+
+    /// The most bytes one tenant database may grow to (422 `limit_exceeded` beyond; default 1 GiB).
+    #[arg(long, default_value_t = ifmatch::tenantdb::DEFAULT_MAX_TENANT_BYTES, value_name = "BYTES")]
+    pub db_max_bytes: u64,
 }
 
 /// Arguments of `get`.

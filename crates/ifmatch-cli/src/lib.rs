@@ -170,6 +170,8 @@ async fn serve(store: ifmatch::DynStore, a: &cli::ServeArgs) -> Result<(), Failu
             max_rows: a.sql_max_rows,
             ..defaults.sandbox.clone()
         },
+        db_max_commit_bytes: a.db_max_commit_bytes,
+        db_max_bytes: a.db_max_bytes,
         ..defaults
     };
     let server_failure = |e: ifmatch_server::ServerError| match e {

@@ -107,6 +107,11 @@ pub struct ServerConfig {
     pub db_cache_dir: Option<PathBuf>,
     /// The limits of a `/v1/db` batch.
     pub sandbox: Sandbox,
+    /// The most page bytes one tenant-database commit may change (see
+    /// `TenantDbsConfig::max_commit_bytes`).
+    pub db_max_commit_bytes: u64,
+    /// The most bytes one tenant database may hold (see `TenantDbsConfig::max_tenant_bytes`).
+    pub db_max_bytes: u64,
     /// The clock of sessions, leases, idempotency and accounts.
     pub clock: DynClock,
 }
@@ -133,6 +138,8 @@ impl Default for ServerConfig {
             hash_params: HashParams::OWASP,
             db_cache_dir: None,
             sandbox: Sandbox::default(),
+            db_max_commit_bytes: ifmatch::tenantdb::DEFAULT_MAX_COMMIT_BYTES,
+            db_max_bytes: ifmatch::tenantdb::DEFAULT_MAX_TENANT_BYTES,
             clock: SystemClock::shared(),
         }
     }
@@ -232,7 +239,10 @@ impl AppState {
             Some(dir) => Some(
                 TenantDbs::open(
                     store.clone(),
-                    TenantDbsConfig::new(dir).with_clock(clock.clone()),
+                    TenantDbsConfig::new(dir)
+                        .with_clock(clock.clone())
+                        .with_max_commit_bytes(config.db_max_commit_bytes)
+                        .with_max_tenant_bytes(config.db_max_bytes),
                 )
                 .map_err(|e| ServerError::Setup {
                     what: "tenant databases",

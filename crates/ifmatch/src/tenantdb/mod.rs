@@ -167,11 +167,28 @@
 //!
 //! ## Limits
 //!
+//! A commit may change at most [`TenantDbsConfig::max_commit_bytes`] of
+//! pages (64 MiB by default) and a tenant database may grow to at most
+//! [`TenantDbsConfig::max_tenant_bytes`] (1 GiB by default). Both are checked
+//! after the transaction committed to the local WAL and **before anything is
+//! uploaded**: the WAL's frame headers are read first (its pages are not held
+//! in memory), so a refused commit costs its disk I/O and nothing else, and
+//! fails with [`TenantDbError::LimitExceeded`] naming the limit
+//! ([`LimitKind::CommitBytes`], [`LimitKind::TenantBytes`]). A commit that
+//! shrinks (or keeps the size of) an oversized database is allowed; an import
+//! is held to the quota too.
+//!
+//! Memory: a commit holds its changed pages about twice (the pages read from
+//! the WAL and the encoded log entry), so its peak is O(cap) with a small
+//! constant. A checkpoint reads the cached file straight into the record it
+//! uploads (one copy of the image, as the store takes whole values); a cold
+//! open installs the image from the downloaded record without another copy;
+//! an export copies files on disk.
+//!
 //! A log entry holds the changed pages in one value and a checkpoint the
 //! whole image, so the store must accept values that large: `s3://`,
 //! `file://` and `memory://` do; `dynamodb://` (400 KB) suits only tiny
-//! databases. Checkpoints are uncompressed. A commit that triggers a
-//! checkpoint also uploads the image (see "Commits").
+//! databases. Checkpoints are uncompressed.
 //!
 //! ## Metrics
 //!
@@ -360,6 +377,14 @@ pub struct TenantDbsConfig {
     pub schema: SchemaHook,
     /// Retry budget for conflicts and transient store errors.
     pub retry: RetryPolicy,
+    /// The most page bytes one commit may change (default 64 MiB); a larger
+    /// commit fails with [`TenantDbError::LimitExceeded`] before anything is
+    /// uploaded. A commit's peak memory is a small multiple of this.
+    pub max_commit_bytes: u64,
+    /// The most bytes a tenant database may grow to (default 1 GiB); a commit
+    /// or import past it fails with [`TenantDbError::LimitExceeded`] before
+    /// anything is uploaded (a commit that shrinks an oversized database is allowed).
+    pub max_tenant_bytes: u64,
     /// How long the id of an idempotent commit ([`TenantDbs::write_once`])
     /// is kept after it landed (default 24 h; never less than `gc_grace`).
     pub commit_id_retention: Duration,
@@ -378,12 +403,20 @@ impl std::fmt::Debug for TenantDbsConfig {
             .field("gc_grace", &self.gc_grace)
             .field("prefix", &self.prefix)
             .field("commit_id_retention", &self.commit_id_retention)
+            .field("max_commit_bytes", &self.max_commit_bytes)
+            .field("max_tenant_bytes", &self.max_tenant_bytes)
             .finish_non_exhaustive()
     }
 }
 
 /// The default cache budget: 1.5 GiB.
 pub const DEFAULT_CACHE_BUDGET: u64 = 1536 * 1024 * 1024;
+
+/// The default cap on the page bytes one commit may change: 64 MiB.
+pub const DEFAULT_MAX_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The default quota of one tenant database: 1 GiB.
+pub const DEFAULT_MAX_TENANT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The largest serialized result an idempotent commit stores (1 MiB).
 pub const MAX_COMMIT_RESULT_BYTES: usize = 1024 * 1024;
@@ -405,6 +438,8 @@ impl TenantDbsConfig {
             schema: Arc::new(|_| Ok(())),
             retry: RetryPolicy::default(),
             commit_id_retention: DEFAULT_COMMIT_ID_RETENTION,
+            max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
+            max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
             clock: SystemClock::shared(),
         }
     }
@@ -452,6 +487,16 @@ impl TenantDbsConfig {
     /// Sets the clock.
     pub fn with_clock(mut self, c: DynClock) -> Self {
         self.clock = c;
+        self
+    }
+    /// Sets the cap on one commit's page bytes (see [`TenantDbsConfig::max_commit_bytes`]).
+    pub fn with_max_commit_bytes(mut self, bytes: u64) -> Self {
+        self.max_commit_bytes = bytes;
+        self
+    }
+    /// Sets the quota of one tenant database (see [`TenantDbsConfig::max_tenant_bytes`]).
+    pub fn with_max_tenant_bytes(mut self, bytes: u64) -> Self {
+        self.max_tenant_bytes = bytes;
         self
     }
     /// Sets how long commit ids are kept (see [`TenantDbsConfig::commit_id_retention`]).

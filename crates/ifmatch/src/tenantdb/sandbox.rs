@@ -173,6 +173,10 @@ pub enum LimitKind {
     Size,
     /// [`Sandbox::max_statements`].
     Statements,
+    /// `TenantDbsConfig::max_commit_bytes`: the page bytes one commit may change.
+    CommitBytes,
+    /// `TenantDbsConfig::max_tenant_bytes`: the size a tenant database may grow to.
+    TenantBytes,
 }
 
 impl std::fmt::Display for LimitKind {
@@ -182,6 +186,8 @@ impl std::fmt::Display for LimitKind {
             LimitKind::Rows => "row limit",
             LimitKind::Size => "size limit",
             LimitKind::Statements => "statement limit",
+            LimitKind::CommitBytes => "commit size limit",
+            LimitKind::TenantBytes => "tenant database size limit",
         })
     }
 }

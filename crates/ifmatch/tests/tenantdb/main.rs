@@ -8,6 +8,7 @@ mod env;
 mod suite;
 
 mod exactly_once;
+mod limits;
 
 mod file;
 mod memory;
