@@ -116,7 +116,9 @@ impl TenantDbs {
                 Ok(Step::Done(v)) => return Ok(v),
                 Ok(Step::Lost) => {
                     conflicts += 1;
-                    fresh = Fresh::Check;
+                    // The copy caught up while settling the loss: the next
+                    // create is the check again.
+                    fresh = Fresh::Write;
                     bump!(self.inner.counters, conflicts, 1);
                     tracing::debug!(tenant, conflicts, "tenant commit lost, catching up");
                 }
@@ -368,7 +370,7 @@ impl TenantDbs {
                 })
                 .await?;
                 *local = Some(copy);
-                self.after_commit(tenant, local).await;
+                self.after_commit(tenant, local);
                 Ok(true)
             }
             Claim::Theirs(b) => {

@@ -342,6 +342,9 @@ async fn s3_409_is_retried_on_every_write_path() {
                 .await
                 .unwrap_or_else(|e| panic!("every {every}, {id}: {e}"));
             want.push(id);
+            // Checkpoints run in the background: wait, so 409s hit them too.
+            a.flush().await;
+            b.flush().await;
         }
         assert!(s.injected_409.load(Ordering::SeqCst) > 5);
         assert_eq!(ids(mem.clone()).await, want, "every {every}");
@@ -405,6 +408,7 @@ async fn write_once_replays_until_the_retention_ends() {
     // Many commits later (checkpoints, collection), from a cold cache.
     for i in 0..9 {
         insert(&dbs, &format!("x{i}"), &runs).await.unwrap();
+        dbs.flush().await;
         clock.advance(Duration::from_secs(60));
     }
     let logs = ifmatch::store::list_all(&*mem, "tenants/t/log/")
@@ -429,6 +433,7 @@ async fn write_once_replays_until_the_retention_ends() {
     clock.advance(Duration::from_secs(3600));
     for i in 0..3 {
         insert(&dbs, &format!("y{i}"), &runs).await.unwrap();
+        dbs.flush().await;
     }
     let d3 = TempDir::new("tdb-once-replay3");
     let late = TenantDbs::open(mem.clone(), cfg(&d3, 10)).expect("open");

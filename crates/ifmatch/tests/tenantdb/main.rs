@@ -7,6 +7,7 @@
 mod env;
 mod suite;
 
+mod cost;
 mod exactly_once;
 mod limits;
 

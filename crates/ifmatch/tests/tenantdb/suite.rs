@@ -444,6 +444,7 @@ pub async fn big_database_small_commits(store: DynStore) {
     })
     .await
     .expect("fill");
+    dbs.flush().await;
     let info = dbs.info("big").await.expect("info");
     assert!(info.bytes >= 20_000_000, "{info:?}");
     let checkpoints = dbs.stats().checkpoints;
@@ -484,6 +485,7 @@ pub async fn crash_between_upload_and_bookkeeping(store: DynStore) {
     };
     assert!(task.await.is_err(), "the simulated crash");
     counting.crash_after_log_put.store(false, Ordering::SeqCst);
+    dbs.flush().await;
     drop(dbs);
     // The "restarted process" finds a WAL and a sidecar behind the store: it re-fetches.
     let again = open(counting.clone(), &d);
@@ -493,6 +495,7 @@ pub async fn crash_between_upload_and_bookkeeping(store: DynStore) {
     integrity_ok(&again, "crash").await;
 
     // A corrupted cache file is detected and re-fetched, never served.
+    again.flush().await;
     drop(again);
     let db_file = std::fs::read_dir(d.path())
         .expect("ls")
@@ -630,6 +633,8 @@ pub async fn checkpoints_and_gc(store: DynStore) {
     assert_eq!(note_ids(&old, "gc").await, [1]);
     for id in 2..=10 {
         add_note(&dbs, "gc", id).await;
+        // Checkpoints run in the background: wait, so the schedule is deterministic.
+        dbs.flush().await;
     }
     let logs = ifmatch::store::list_all(&*store, "tenants/gc/log/")
         .await
@@ -676,6 +681,7 @@ pub async fn cache_survives_restart(store: DynStore) {
         TenantDbs::open(counting.clone(), config(&d)),
         Err(TenantDbError::CacheInUse)
     ));
+    dbs.flush().await;
     drop(dbs);
     let again = open(counting.clone(), &d);
     let gets = counting.gets.load(Ordering::SeqCst);
