@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ifmatch::DynStore;
+use ifmatch::store::Store;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch::tenantdb::{LimitKind, TenantDbError, TenantDbs};
 
@@ -52,7 +53,14 @@ async fn commit_cap_and_tenant_quota_refuse_before_upload() {
         "{e}"
     );
     assert!(e.to_string().contains("commit size limit"), "{e}");
-    assert_eq!(counting.uploads().0, puts, "nothing uploaded");
+    // Nothing of it was uploaded: no second log entry exists.
+    assert!(
+        counting
+            .head("tenants/t/log/00000000000000000002")
+            .await
+            .is_err(),
+        "nothing uploaded"
+    );
     // Commits under the cap, until the database would pass its quota.
     let mut refused = None;
     for _ in 0..20 {
