@@ -49,6 +49,16 @@ pub(super) struct Background {
     workers: tokio::sync::Semaphore,
 }
 
+impl Background {
+    fn done(&self, tenant: &str) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.remove(tenant);
+        if p.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
 impl Default for Background {
     fn default() -> Self {
         Background {
@@ -94,25 +104,18 @@ impl TenantDbs {
             p.insert(tenant.to_string());
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.job_done(tenant);
+            bg.done(tenant);
             return;
         };
-        let (this, t) = (self.clone(), tenant.to_string());
+        let (this, t, bg) = (self.clone(), tenant.to_string(), bg.clone());
         rt.spawn(BACKGROUND.scope((), async move {
             if let Err(e) = this.background_checkpoint(&t).await {
                 tracing::warn!(tenant = %t, error = %e, "checkpoint failed (the commits stand)");
             }
-            this.job_done(&t);
+            // Let go of the TenantDbs (and its cache lock) before `flush` returns.
+            drop(this);
+            bg.done(&t);
         }));
-    }
-
-    fn job_done(&self, tenant: &str) {
-        let bg = &self.inner.bg;
-        let mut p = bg.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.remove(tenant);
-        if p.is_empty() {
-            bg.idle.notify_waiters();
-        }
     }
 
     /// Waits until no background work is queued or running.

@@ -695,7 +695,7 @@ struct Inner {
     /// Commits of ours whose outcome stayed unknown: tenant → (seq, writer id).
     undecided: Mutex<HashMap<String, Vec<(u64, u64)>>>,
     /// Background checkpoints.
-    bg: checkpoint::Background,
+    bg: Arc<checkpoint::Background>,
     _lock_file: File,
 }
 
@@ -818,7 +818,7 @@ impl TenantDbs {
                 files: Mutex::new(HashMap::new()),
                 slots: Mutex::new(slots),
                 undecided: Mutex::new(HashMap::new()),
-                bg: checkpoint::Background::default(),
+                bg: Arc::default(),
                 _lock_file: lock_file,
             }),
         })

@@ -466,6 +466,8 @@ async fn write_once_settles_an_ambiguous_commit_in_another_instance() {
         let b = TenantDbs::open(mem.clone(), config(&d2, 12)).expect("open b");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&a, "first", &runs).await.unwrap();
+        // No background request may deliver the held create behind our back.
+        a.flush().await;
         s.next_log_create(fault, 1000);
         let e = insert_once(&a, "req-9", "r", &runs)
             .await
