@@ -36,6 +36,8 @@ async fn commit_cap_and_tenant_quota_refuse_before_upload() {
     dbs.write("t", fill(100_000))
         .await
         .expect("under both limits");
+    // Background checkpoints put too: let them finish before counting.
+    dbs.flush().await;
     let (puts, _) = counting.uploads();
     // One commit over the cap: refused, nothing uploaded.
     let e = dbs
@@ -61,6 +63,8 @@ async fn commit_cap_and_tenant_quota_refuse_before_upload() {
             .is_err(),
         "nothing uploaded"
     );
+    dbs.flush().await;
+    assert_eq!(counting.uploads().0, puts, "nothing uploaded");
     // Commits under the cap, until the database would pass its quota.
     let mut refused = None;
     for _ in 0..20 {
