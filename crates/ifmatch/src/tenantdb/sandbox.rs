@@ -562,6 +562,8 @@ mod tests {
             .unwrap();
         assert!(!w.read_only);
         assert_eq!(w.results[1].changes, 1);
+        // The commit may have queued a checkpoint, whose PUTs come later.
+        dbs.flush().await;
         let puts = dbs.stats().requests_put;
         assert!(puts > 0);
         let r = dbs

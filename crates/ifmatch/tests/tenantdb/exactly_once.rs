@@ -247,6 +247,8 @@ async fn lost_answer_then_failed_read_back_commits_once() {
         let dbs = TenantDbs::open(s.clone(), cfg).expect("open");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&dbs, "a", &runs).await.expect("first");
+        // A queued checkpoint's requests would eat the scripted brownout.
+        dbs.flush().await;
         s.next_log_create(LogFault::LoseAnswer, brownout);
         match insert(&dbs, "b", &runs).await {
             Ok(()) => assert!(brownout <= 2, "brownout {brownout}: settled?"),
@@ -281,6 +283,7 @@ async fn late_and_duplicated_delivery_commit_once() {
         let dbs = TenantDbs::open(s.clone(), config(&d, 4)).expect("open");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&dbs, "a", &runs).await.expect("first");
+        dbs.flush().await;
         s.next_log_create(fault, brownout);
         insert(&dbs, "b", &runs)
             .await
@@ -303,6 +306,7 @@ async fn undecidable_outcome_is_ambiguous() {
     let dbs = TenantDbs::open(s.clone(), cfg).expect("open");
     let runs = Arc::new(AtomicU64::new(0));
     insert(&dbs, "a", &runs).await.expect("first");
+    dbs.flush().await;
     s.next_log_create(LogFault::LoseAnswer, 1000);
     let e = insert(&dbs, "b", &runs).await.expect_err("undecidable");
     assert_eq!(e.kind(), ErrorKind::Ambiguous, "{e}");

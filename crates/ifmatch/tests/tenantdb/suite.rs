@@ -378,6 +378,8 @@ pub async fn reads_make_zero_uploads(store: DynStore) {
     let d = TempDir::new("tdbro");
     let dbs = open(counting.clone(), &d);
     add_note(&dbs, "ro", 1).await;
+    // Background checkpoints make requests too: let them finish first.
+    dbs.flush().await;
     let (puts, _) = counting.uploads();
     let before = counting.requests();
     for _ in 0..10 {
@@ -518,6 +520,7 @@ pub async fn failures_roll_back(store: DynStore) {
     let d = TempDir::new("tdbfail");
     let dbs = open(counting.clone(), &d);
     add_note(&dbs, "fail", 1).await;
+    dbs.flush().await;
     let (puts, _) = counting.uploads();
     let err = dbs
         .write("fail", |tx| {
