@@ -377,6 +377,13 @@ pub struct ServeArgs {
     /// The most records one sweep examines.
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_budget: u64,
+    /// The most page bytes one tenant-database commit may change (422 `limit_exceeded` beyond; default 64 MiB).
+    #[arg(long, default_value_t = ifmatch::tenantdb::DEFAULT_MAX_COMMIT_BYTES, value_name = "BYTES")]
+    pub db_max_commit_bytes: u64,
+
+    /// The most bytes one tenant database may grow to (422 `limit_exceeded` beyond; default 1 GiB).
+    #[arg(long, default_value_t = ifmatch::tenantdb::DEFAULT_MAX_TENANT_BYTES, value_name = "BYTES")]
+    pub db_max_bytes: u64,
 }
 
 /// Arguments of `get`.

@@ -168,9 +168,10 @@ pub async fn run(store: &DynStore, cmd: &DbCommand) -> Result<(), Failure> {
         }
         DbCommand::Import(a) => {
             let cache = Cache::new(&a.cache);
-            open(store, &cache)?
-                .import(&a.tenant, &a.file, a.force)
-                .await?;
+            let dbs = open(store, &cache)?;
+            dbs.import(&a.tenant, &a.file, a.force).await?;
+            // Checkpoints run in the background: let them finish before exiting.
+            dbs.flush().await;
             Ok(())
         }
         DbCommand::Query(a) => {

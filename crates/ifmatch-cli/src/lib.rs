@@ -209,6 +209,8 @@ async fn serve(store: ifmatch::DynStore, url: &str, a: &cli::ServeArgs) -> Resul
         login_throttle,
         client_ip_header,
         gc,
+        db_max_commit_bytes: a.db_max_commit_bytes,
+        db_max_bytes: a.db_max_bytes,
         ..defaults
     };
     let server_failure = |e: ifmatch_server::ServerError| match e {

@@ -26,7 +26,7 @@
 //! | `too_many_requests` | 429 | password hashing at capacity, or a failed-login back-off; with `Retry-After` |
 //! | `sql_error` | 400 | SQLite refused a statement (syntax, constraint, unknown table) |
 //! | `sql_denied` | 403 | a statement the SQL sandbox refuses (ATTACH, VACUUM, file pragmas, load_extension) |
-//! | `limit_exceeded` | 422 | a SQL batch over its time, row, size or statement limit |
+//! | `limit_exceeded` | 422 | a SQL batch over its time, row, size or statement limit, or a tenant database commit over the commit size or database size limit (named in the message) |
 //! | `payload_too_large` | 413 | the body is larger than the limit |
 //! | `unsupported_media_type` | 415 | a PATCH that is neither merge-patch nor json-patch |
 //! | `patch_failed` | 422 | a patch that cannot be applied (a failed `test`, a missing path) |

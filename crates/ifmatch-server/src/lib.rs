@@ -137,6 +137,11 @@ pub struct ServerConfig {
     pub gc: Option<sweeper::GcSchedule>,
     /// How long after its expiry a record is collected (allowance for clock skew).
     pub gc_grace: Duration,
+    /// The most page bytes one tenant-database commit may change (see
+    /// `TenantDbsConfig::max_commit_bytes`).
+    pub db_max_commit_bytes: u64,
+    /// The most bytes one tenant database may hold (see `TenantDbsConfig::max_tenant_bytes`).
+    pub db_max_bytes: u64,
     /// The clock of sessions, leases, idempotency and accounts.
     pub clock: DynClock,
     /// The randomness of the primitives (claim ids, backoff jitter, commit
@@ -173,6 +178,8 @@ impl Default for ServerConfig {
             sandbox: Sandbox::default(),
             gc: Some(sweeper::GcSchedule::default()),
             gc_grace: ifmatch::gc::DEFAULT_GRACE,
+            db_max_commit_bytes: ifmatch::tenantdb::DEFAULT_MAX_COMMIT_BYTES,
+            db_max_bytes: ifmatch::tenantdb::DEFAULT_MAX_TENANT_BYTES,
             clock: SystemClock::shared(),
             rng: SharedRng::from_entropy(),
         }
@@ -300,7 +307,9 @@ impl AppState {
                     store.clone(),
                     TenantDbsConfig::new(dir)
                         .with_clock(clock.clone())
-                        .with_retry(RetryPolicy::default().with_rng(rng.clone())),
+                        .with_retry(RetryPolicy::default().with_rng(rng.clone()))
+                        .with_max_commit_bytes(config.db_max_commit_bytes)
+                        .with_max_tenant_bytes(config.db_max_bytes),
                 )
                 .map_err(|e| ServerError::Setup {
                     what: "tenant databases",

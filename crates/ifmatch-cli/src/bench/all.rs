@@ -66,6 +66,7 @@ pub async fn run(
             requests: if q { 5 } else { 20 },
             db_mb: 0,
             cold: if q { 1 } else { 3 },
+            ..TenantDbArgs::default()
         },
         json,
     )

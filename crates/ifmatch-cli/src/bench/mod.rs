@@ -61,10 +61,7 @@ pub async fn run(store: DynStore, args: &BenchArgs) -> Result<String, Error> {
     let (json, seed) = (args.json, args.seed);
     match &args.scenario {
         Scenario::Contention(c) => contention::run_cli(store, c, seed, json).await,
-        Scenario::Tenantdb(a) => {
-            let r = tenantdb::run(store, a, json).await?;
-            output(&r, json, tenantdb::render)
-        }
+        Scenario::Tenantdb(a) => tenantdb::run_cli(store, a, json).await,
         Scenario::Idempotency(a) => {
             let r = idempotency::run(store, a, json).await?;
             output(&r, json, idempotency::render)

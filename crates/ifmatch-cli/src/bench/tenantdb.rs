@@ -40,6 +40,14 @@ pub struct TenantDbArgs {
     /// Cold opens measured (each from an empty local cache).
     #[arg(long, default_value_t = 3)]
     pub cold: usize,
+    /// Run once per database size (MiB, comma-separated; 0 is the bare 10
+    /// notes) instead of once at `--db-mb`, and print every run and its ratios.
+    #[arg(long, value_delimiter = ',', value_name = "MIB,...")]
+    pub sizes: Vec<u64>,
+    /// With `--sizes`: also write an SVG chart of warm-write latency against
+    /// database size (ifmatch beside the seed's design) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 impl Default for TenantDbArgs {
@@ -48,6 +56,8 @@ impl Default for TenantDbArgs {
             requests: 50,
             db_mb: 0,
             cold: 3,
+            sizes: Vec::new(),
+            svg: None,
         }
     }
 }
@@ -75,8 +85,13 @@ pub struct TenantDbReport {
     pub warm_write_ms: f64,
     /// Store requests per warm read.
     pub requests_per_warm_read: f64,
-    /// Store requests per warm write.
+    /// Store requests per warm write, the write's own (checkpoints excluded).
     pub requests_per_warm_write: f64,
+    /// Background requests per warm write (checkpoints, head updates, GC),
+    /// made after the writes were acknowledged.
+    pub background_requests_per_write: f64,
+    /// Checkpoints uploaded per warm write.
+    pub checkpoints_per_write: f64,
     /// Uploads (PUTs) per warm read: 0 by design.
     pub uploads_per_read: f64,
     /// Mean bytes uploaded per write, checkpoints included.
@@ -89,6 +104,8 @@ pub struct TenantDbReport {
     pub naive_warm_write_ms: f64,
     /// The seed's design: store requests per warm read.
     pub naive_requests_per_warm_read: f64,
+    /// The seed's design: store requests per warm write.
+    pub naive_requests_per_warm_write: f64,
     /// The seed's design: uploads per warm read.
     pub naive_uploads_per_read: f64,
     /// The seed's design: mean bytes uploaded per write (the whole file).
@@ -97,6 +114,10 @@ pub struct TenantDbReport {
     pub naive_db_bytes: u64,
     /// `naive_warm_read_ms / warm_read_ms`.
     pub warm_read_speedup: f64,
+    /// `naive_warm_write_ms / warm_write_ms`.
+    pub warm_write_speedup: f64,
+    /// `naive_cold_ms / cold_ms`.
+    pub cold_speedup: f64,
     /// `naive_bytes_up_per_write / bytes_up_per_write`.
     pub upload_bytes_ratio: f64,
 }
@@ -153,6 +174,8 @@ async fn run_in(
     })
     .await
     .map_err(tdb)?;
+    // The setup's checkpoint runs in the background: let it finish first.
+    dbs.flush().await;
     let seed_file = dir.join("seed.anki2");
     build_seed_file(&seed_file, pad).await?;
     let seed_bytes = tokio::fs::read(&seed_file)
@@ -211,6 +234,8 @@ async fn run_in(
         writes.push(t.elapsed());
         bar.inc(1);
     }
+    // Checkpoints run after the acknowledgements; count them, apart.
+    dbs.flush().await;
     let after_writes = dbs.stats();
 
     let mut naive = NaiveConn::new(store.clone(), &naive_key, dir.join("naive-warm.anki2"));
@@ -245,6 +270,10 @@ async fn run_in(
     let per = |a: u64, b: u64| round2(a.saturating_sub(b) as f64 / nf);
     let warm_read_ms = round2(ms(median(reads)));
     let naive_warm_read_ms = round2(ms(median(naive_reads)));
+    let warm_write_ms = round2(ms(median(writes)));
+    let naive_warm_write_ms = round2(ms(median(naive_writes)));
+    let cold_ms = round2(ms(median(cold)));
+    let naive_cold_ms = round2(ms(median(naive_cold)));
     let bytes_up_per_write = per(after_writes.bytes_up, after_reads.bytes_up);
     let naive_bytes_up_per_write = per(nw.bytes_up, na.bytes_up);
     Ok(TenantDbReport {
@@ -254,21 +283,32 @@ async fn run_in(
         db_mb: args.db_mb,
         notes: NOTES,
         db_bytes,
-        cold_ms: round2(ms(median(cold))),
+        cold_ms,
         warm_read_ms,
-        warm_write_ms: round2(ms(median(writes))),
+        warm_write_ms,
         requests_per_warm_read: per(sum_requests(&after_reads), sum_requests(&before)),
-        requests_per_warm_write: per(sum_requests(&after_writes), sum_requests(&after_reads)),
+        requests_per_warm_write: per(
+            sum_requests(&after_writes) - after_writes.requests_background,
+            sum_requests(&after_reads) - after_reads.requests_background,
+        ),
+        background_requests_per_write: per(
+            after_writes.requests_background,
+            after_reads.requests_background,
+        ),
+        checkpoints_per_write: per(after_writes.checkpoints, after_reads.checkpoints),
         uploads_per_read: per(after_reads.requests_put, before.requests_put),
         bytes_up_per_write,
-        naive_cold_ms: round2(ms(median(naive_cold))),
+        naive_cold_ms,
         naive_warm_read_ms,
-        naive_warm_write_ms: round2(ms(median(naive_writes))),
+        naive_warm_write_ms,
         naive_requests_per_warm_read: per(na.requests, nb.requests),
+        naive_requests_per_warm_write: per(nw.requests, na.requests),
         naive_uploads_per_read: per(na.puts, nb.puts),
         naive_bytes_up_per_write,
         naive_db_bytes,
         warm_read_speedup: ratio(naive_warm_read_ms, warm_read_ms),
+        warm_write_speedup: ratio(naive_warm_write_ms, warm_write_ms),
+        cold_speedup: ratio(naive_cold_ms, cold_ms),
         upload_bytes_ratio: ratio(naive_bytes_up_per_write, bytes_up_per_write),
     })
 }
@@ -457,6 +497,11 @@ pub fn render(r: &TenantDbReport) -> String {
         r.naive_warm_write_ms,
     ));
     out.push_str(&row(
+        "requests per warm write",
+        r.requests_per_warm_write,
+        r.naive_requests_per_warm_write,
+    ));
+    out.push_str(&row(
         "requests per warm read",
         r.requests_per_warm_read,
         r.naive_requests_per_warm_read,
@@ -472,8 +517,95 @@ pub fn render(r: &TenantDbReport) -> String {
         r.naive_bytes_up_per_write,
     ));
     out.push_str(&format!(
-        "\ndatabase size: ours {} bytes, the seed's {} bytes; ifmatch requests per warm write: {:.2}\n",
-        r.db_bytes, r.naive_db_bytes, r.requests_per_warm_write
+        "\ndatabase size: ours {} bytes, the seed's {} bytes\n\
+         ifmatch checkpoints per warm write: {:.2}, background requests per warm write: {:.2} \
+         (after the acknowledgement, not in the write's latency)\n",
+        r.db_bytes, r.naive_db_bytes, r.checkpoints_per_write, r.background_requests_per_write
     ));
+    out
+}
+
+/// `--sizes`: one run per database size, on one store.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantDbSweep {
+    /// Always `"tenantdb-sizes"`.
+    pub scenario: &'static str,
+    /// The store measured.
+    pub store: String,
+    /// One report per size, in the order asked.
+    pub runs: Vec<TenantDbReport>,
+}
+
+/// `ifmatch bench tenantdb`: one run, or a run per `--sizes` (and its chart); rendered.
+pub async fn run_cli(store: DynStore, args: &TenantDbArgs, json: bool) -> Result<String, Error> {
+    if args.sizes.is_empty() {
+        require(
+            args.svg.is_none(),
+            "--svg needs --sizes (the chart plots latency against size)",
+        )?;
+        let r = run(store, args, json).await?;
+        return super::output(&r, json, render);
+    }
+    let mut runs = Vec::new();
+    for mb in &args.sizes {
+        let one = TenantDbArgs {
+            db_mb: *mb,
+            sizes: Vec::new(),
+            svg: None,
+            ..args.clone()
+        };
+        runs.push(run(store.clone(), &one, json).await?);
+    }
+    let sweep = TenantDbSweep {
+        scenario: "tenantdb-sizes",
+        store: store.describe(),
+        runs,
+    };
+    if let Some(path) = &args.svg {
+        std::fs::write(path, super::svg::tenantdb_chart(&sweep))
+            .map_err(|e| Error::other(format!("cannot write {}", path.display()), e))?;
+    }
+    super::output(&sweep, json, render_sweep)
+}
+
+/// A sweep as one table per size, then the ratios side by side.
+pub fn render_sweep(s: &TenantDbSweep) -> String {
+    let mut out = String::new();
+    for r in &s.runs {
+        out.push_str(&render(r));
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "summary on {}: seed design / ifmatch (above 1 means ifmatch is faster)\n\n",
+        s.store
+    ));
+    out.push_str(&format!(
+        "{:>8} {:>10} {:>12} {:>12} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10}\n",
+        "size MiB",
+        "db bytes",
+        "write ms",
+        "seed write",
+        "write x",
+        "cold ms",
+        "seed cold",
+        "cold x",
+        "req/write",
+        "ckp/write"
+    ));
+    for r in &s.runs {
+        out.push_str(&format!(
+            "{:>8} {:>10} {:>12.2} {:>12.2} {:>9.2}x {:>12.2} {:>12.2} {:>9.2}x {:>10.2} {:>10.2}\n",
+            r.db_mb,
+            r.db_bytes,
+            r.warm_write_ms,
+            r.naive_warm_write_ms,
+            r.warm_write_speedup,
+            r.cold_ms,
+            r.naive_cold_ms,
+            r.cold_speedup,
+            r.requests_per_warm_write,
+            r.checkpoints_per_write
+        ));
+    }
     out
 }

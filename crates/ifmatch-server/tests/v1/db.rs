@@ -17,8 +17,11 @@ fn batch(statements: &[(&str, Value)]) -> Value {
     })
 }
 
-fn puts(s: &Server) -> u64 {
-    s.state.tenant_dbs().unwrap().stats().requests_put
+/// PUTs so far, once background checkpoints (which put too) are done.
+async fn puts(s: &Server) -> u64 {
+    let dbs = s.state.tenant_dbs().unwrap();
+    dbs.flush().await;
+    dbs.stats().requests_put
 }
 
 #[tokio::test]
@@ -56,7 +59,7 @@ async fn tenants_sandbox_and_limits() {
     assert_eq!(w["results"][1]["changes"], 2);
 
     // A read-only batch: answered, and nothing uploaded.
-    let before = puts(&s);
+    let before = puts(&s).await;
     assert!(before > 0);
     let (st, r) = json(
         run(
@@ -81,7 +84,7 @@ async fn tenants_sandbox_and_limits() {
         json!([[1, "hi", {"blob": "00ff"}], [2, "there", null]])
     );
     assert_eq!(r["results"][1]["rows"], json!([[2]]));
-    assert_eq!(puts(&s), before, "a read-only batch must not upload");
+    assert_eq!(puts(&s).await, before, "a read-only batch must not upload");
 
     // Isolation: bob has his own (empty) database and cannot name alice's.
     let (st, e) = json(
@@ -104,7 +107,7 @@ async fn tenants_sandbox_and_limits() {
     other["tenant"] = json!(alice_id);
     let (st, e) = json(run(&bob, other.clone()).await.unwrap()).await;
     assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
-    assert_eq!(puts(&s), before, "bob's reads created nothing");
+    assert_eq!(puts(&s).await, before, "bob's reads created nothing");
     // The operator must name the tenant, and may.
     let (st, e) = json(
         s.op(Method::POST, "/v1/db")

@@ -9,6 +9,9 @@
 //! creation checkpoint is never deleted. Every write here treats S3's 409
 //! (`Unavailable`) and lost answers as "try again", never as "exists".
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use bytes::Bytes;
 
 use super::commit::Claim;
@@ -21,6 +24,58 @@ use crate::store::Condition;
 /// Attempts at the head's compare-and-swap before giving up (the next checkpoint retries).
 const HEAD_ATTEMPTS: u32 = 8;
 
+/// The most tenants with a checkpoint queued at once.
+const MAX_PENDING: usize = 256;
+
+/// Background checkpoints running at once.
+const WORKERS: usize = 2;
+
+tokio::task_local! {
+    /// Set while a background job runs, so its requests are counted apart.
+    static BACKGROUND: ();
+}
+
+/// Whether the current task is background work (checkpoints, head, GC).
+pub(super) fn in_background() -> bool {
+    BACKGROUND.try_with(|_| ()).is_ok()
+}
+
+/// The background checkpoint work of one [`TenantDbs`]: a bounded set of
+/// queued tenants, at most [`WORKERS`] running at once.
+#[derive(Debug)]
+pub(super) struct Background {
+    pending: Mutex<HashSet<String>>,
+    idle: tokio::sync::Notify,
+    workers: tokio::sync::Semaphore,
+}
+
+impl Background {
+    fn done(&self, tenant: &str) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.remove(tenant);
+        if p.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            pending: Mutex::new(HashSet::new()),
+            idle: tokio::sync::Notify::new(),
+            workers: tokio::sync::Semaphore::new(WORKERS),
+        }
+    }
+}
+
+/// Counts the tail from checkpoint `seq` on (bytes scaled, as entry sizes are not kept).
+fn rebase_tail(sc: &mut Sidecar, seq: u64) {
+    let left = sc.seq.saturating_sub(seq);
+    sc.tail_bytes = sc.tail_bytes * left / sc.tail_entries.max(1);
+    sc.tail_entries = left;
+}
+
 impl TenantDbs {
     /// Whether the log since the last known checkpoint is long enough for a new one:
     /// `checkpoint_every` commits, or page bytes of half the database.
@@ -29,50 +84,106 @@ impl TenantDbs {
         sc.tail_entries >= self.inner.cfg.checkpoint_every || sc.tail_bytes >= image / 2
     }
 
-    /// Runs after a commit landed: checkpoints when one is due. A failure is
-    /// logged; the commit stands, and the next commit tries again.
-    pub(super) async fn after_commit(&self, tenant: &str, local: &mut Option<Sidecar>) {
-        if let Some(sc) = local.as_mut()
-            && self.checkpoint_due(sc)
-            && let Err(e) = self.maybe_checkpoint(tenant, sc).await
-        {
-            tracing::warn!(tenant, seq = sc.seq, error = %e, "checkpoint failed (the commit stands)");
+    /// Runs after a commit landed (and before it is acknowledged): schedules
+    /// a background checkpoint when one is due. No store request here.
+    pub(super) fn after_commit(&self, tenant: &str, local: &Option<Sidecar>) {
+        if local.as_ref().is_some_and(|sc| self.checkpoint_due(sc)) {
+            self.schedule_checkpoint(tenant);
         }
     }
 
-    /// Writes a checkpoint unless another writer wrote one this copy does not know of.
-    async fn maybe_checkpoint(&self, tenant: &str, sc: &mut Sidecar) -> Result<()> {
-        let since = sc.seq.saturating_sub(sc.tail_entries);
-        if let Some((h, _)) = self.read_head(tenant).await? {
-            let newest = h.newest();
-            if newest > since && newest <= sc.seq {
-                // Someone else checkpointed: count from there (bytes scaled, as sizes are unknown).
-                let left = sc.seq - newest;
-                sc.tail_bytes = sc.tail_bytes * left / sc.tail_entries.max(1);
-                sc.tail_entries = left;
-                if !self.checkpoint_due(sc) {
-                    return Ok(());
-                }
+    /// Queues a checkpoint of `tenant` on the background workers, unless one
+    /// is queued already or the queue is full (the next commit asks again).
+    fn schedule_checkpoint(&self, tenant: &str) {
+        let bg = &self.inner.bg;
+        {
+            let mut p = bg.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.contains(tenant) || p.len() >= MAX_PENDING {
+                return;
             }
+            p.insert(tenant.to_string());
         }
-        let records = sc.records.clone();
-        self.checkpoint(tenant, sc.seq, sc.page_size, records)
-            .await?;
-        sc.tail_entries = 0;
-        sc.tail_bytes = 0;
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            bg.done(tenant);
+            return;
+        };
+        let (this, t, bg) = (self.clone(), tenant.to_string(), bg.clone());
+        rt.spawn(BACKGROUND.scope((), async move {
+            if let Err(e) = this.background_checkpoint(&t).await {
+                tracing::warn!(tenant = %t, error = %e, "checkpoint failed (the commits stand)");
+            }
+            // Let go of the TenantDbs (and its cache lock) before `flush` returns.
+            drop(this);
+            bg.done(&t);
+        }));
+    }
+
+    /// Waits until no background work is queued or running.
+    pub(super) async fn wait_idle(&self) {
+        let bg = &self.inner.bg;
+        loop {
+            let idle = bg.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if bg
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// One background checkpoint: checks the head (another writer may have
+    /// checkpointed), copies the image under the tenant's lock, then uploads
+    /// it and updates the head without holding the lock.
+    async fn background_checkpoint(&self, tenant: &str) -> Result<()> {
+        let _permit = self.inner.bg.workers.acquire().await;
+        let use_ = self.enter(tenant)?;
+        let newest = self.read_head(tenant).await?.map(|(h, _)| h.newest());
+        let (seq, body) = {
+            let mut local = use_.lock.clone().lock_owned().await;
+            let Some(sc) = local.as_mut() else {
+                return Ok(());
+            };
+            let since = sc.seq.saturating_sub(sc.tail_entries);
+            if let Some(newest) = newest
+                && newest > since
+                && newest <= sc.seq
+            {
+                // Someone else checkpointed: count from there (bytes scaled, as sizes are unknown).
+                rebase_tail(sc, newest);
+            }
+            if !self.checkpoint_due(sc) {
+                return Ok(());
+            }
+            let body = self
+                .checkpoint_body(tenant, sc.seq, sc.page_size, sc.records.clone())
+                .await?;
+            (sc.seq, body)
+        };
+        self.upload_checkpoint(tenant, seq, body).await?;
+        let mut local = use_.lock.clone().lock_owned().await;
+        if let Some(sc) = local.as_mut()
+            && sc.seq >= seq
+            && sc.seq.saturating_sub(sc.tail_entries) < seq
+        {
+            rebase_tail(sc, seq);
+        }
         Ok(())
     }
 
-    /// Uploads a checkpoint at `seq` (the cached file, which must be at
-    /// `seq`), records it in the head and collects what no checkpoint needs
-    /// any more.
-    pub(super) async fn checkpoint(
+    /// The encoded checkpoint of the cached file (which must be at `seq`).
+    async fn checkpoint_body(
         &self,
         tenant: &str,
         seq: u64,
         ps: u32,
         records: Vec<CommitRecord>,
-    ) -> Result<()> {
+    ) -> Result<Bytes> {
         let (paths, files) = self.paths_locked(tenant);
         let body = blocking(move || {
             let _g = hold(&files);
@@ -83,7 +194,12 @@ impl TenantDbs {
             Ok(Checkpoint::seal(buf))
         })
         .await?;
-        let body = Bytes::from(body);
+        Ok(Bytes::from(body))
+    }
+
+    /// Stores a checkpoint, records it in the head and collects what no
+    /// checkpoint needs any more.
+    async fn upload_checkpoint(&self, tenant: &str, seq: u64, body: Bytes) -> Result<()> {
         match self.claim(&self.ckp_key(tenant, seq), &body).await? {
             Claim::Ours => bump!(self.inner.counters, checkpoints, 1),
             // Another writer's checkpoint of the same seq: the same image.

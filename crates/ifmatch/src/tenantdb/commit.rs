@@ -116,7 +116,9 @@ impl TenantDbs {
                 Ok(Step::Done(v)) => return Ok(v),
                 Ok(Step::Lost) => {
                     conflicts += 1;
-                    fresh = Fresh::Check;
+                    // The copy caught up while settling the loss: the next
+                    // create is the check again.
+                    fresh = Fresh::Write;
                     bump!(self.inner.counters, conflicts, 1);
                     tracing::debug!(tenant, conflicts, "tenant commit lost, catching up");
                 }
@@ -177,9 +179,10 @@ impl TenantDbs {
             TenantDbError::Panicked("the closure was lost by an earlier panic".into())
         })?;
         let ps = sc.page_size;
+        let limits = self.limits(&sc);
         let (owned, out) = tokio::task::spawn_blocking(move || {
             let g = hold(&files);
-            let r = local::run_write(&paths, ps, &mut owned);
+            let r = local::run_write(&paths, ps, &limits, &mut owned);
             drop(g);
             (owned, r)
         })
@@ -241,6 +244,15 @@ impl TenantDbs {
             Ok(Step::Done(value))
         } else {
             Ok(Step::Lost)
+        }
+    }
+
+    /// The size bounds of a commit on top of `sc`.
+    fn limits(&self, sc: &Sidecar) -> local::Limits {
+        local::Limits {
+            max_commit: self.inner.cfg.max_commit_bytes,
+            max_tenant: self.inner.cfg.max_tenant_bytes,
+            old_bytes: sc.hashes.len() as u64 * sc.page_size as u64,
         }
     }
 
@@ -358,7 +370,7 @@ impl TenantDbs {
                 })
                 .await?;
                 *local = Some(copy);
-                self.after_commit(tenant, local).await;
+                self.after_commit(tenant, local);
                 Ok(true)
             }
             Claim::Theirs(b) => {
@@ -458,6 +470,12 @@ impl TenantDbs {
     ) -> Result<()> {
         let exists = self.ensure_current(tenant, local, Fresh::Check).await?;
         if !exists {
+            let new = local::Limits {
+                max_commit: u64::MAX,
+                max_tenant: self.inner.cfg.max_tenant_bytes,
+                old_bytes: 0,
+            };
+            new.check(0, image.len() as u64)?;
             self.publish_image(tenant, local, ps, image.clone()).await?;
             // A racing creator may have won; fall through to replace it when forced.
             let ours = local.as_ref().map(|s| s.seq == 0).unwrap_or(false) && {
@@ -504,6 +522,8 @@ impl TenantDbs {
             if pages.is_empty() && page_count as usize == sc.hashes.len() {
                 return Ok(());
             }
+            self.limits(&sc)
+                .check(pages.len() as u64 * ps as u64, image.len() as u64)?;
             if self.publish(tenant, local, pages, page_count, None).await? {
                 return Ok(());
             }

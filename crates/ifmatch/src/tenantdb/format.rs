@@ -463,55 +463,125 @@ pub struct WalContent {
     pub page_count: Option<u32>,
 }
 
-/// Parses a WAL file (see <https://sqlite.org/fileformat2.html#walformat>):
-/// frames whose salts match the header, up to the last commit frame.
-pub fn parse_wal(wal: &[u8], page_size: u32) -> Result<WalContent, FormatError> {
-    if wal.is_empty() {
-        return Ok(WalContent::default());
-    }
-    if wal.len() < 32 {
-        return Err(bad("WAL shorter than its header"));
-    }
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let magic = be32(&wal[0..4]);
-    if magic != 0x377f_0682 && magic != 0x377f_0683 {
-        return Err(bad("not a WAL file"));
-    }
-    if be32(&wal[8..12]) != page_size {
-        return Err(bad("WAL page size differs from the database's"));
-    }
-    let salts = &wal[16..24];
-    let frame = 24 + page_size as usize;
-    let mut pending: Vec<(u32, usize)> = Vec::new();
-    let mut committed: std::collections::BTreeMap<u32, usize> = Default::default();
-    let mut page_count = None;
-    let mut off = 32;
-    while off + frame <= wal.len() {
-        let h = &wal[off..off + 24];
-        if &h[8..16] != salts {
-            break;
+/// Where the committed pages of a WAL are: the offset of the last committed
+/// frame of every page, and the database size in pages after the last commit.
+/// Built by reading the frame headers once, without holding any page, so a
+/// transaction's size can be checked before its pages are read.
+#[derive(Debug, Default)]
+pub struct WalIndex {
+    /// Page number → offset of its content, for pages `1..=page_count`.
+    pub frames: std::collections::BTreeMap<u32, u64>,
+    /// The database size after the last commit (`None`: nothing committed).
+    pub page_count: Option<u32>,
+    /// The page size in bytes.
+    pub page_size: u32,
+}
+
+impl WalIndex {
+    /// Reads a WAL (see <https://sqlite.org/fileformat2.html#walformat>) from
+    /// its start: frames whose salts match the header, up to the last commit frame.
+    pub fn scan<R: std::io::Read>(r: &mut R, page_size: u32) -> Result<WalIndex, FormatError> {
+        use std::io::Read as _;
+        let mut idx = WalIndex {
+            page_size,
+            ..WalIndex::default()
+        };
+        let mut header = [0u8; 32];
+        let got = read_full(r, &mut header)?;
+        if got == 0 {
+            return Ok(idx);
         }
-        pending.push((be32(&h[0..4]), off + 24));
-        let commit = be32(&h[4..8]);
-        if commit != 0 {
-            for (p, at) in pending.drain(..) {
-                committed.insert(p, at);
+        if got < 32 {
+            return Err(bad("WAL shorter than its header"));
+        }
+        let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let magic = be32(&header[0..4]);
+        if magic != 0x377f_0682 && magic != 0x377f_0683 {
+            return Err(bad("not a WAL file"));
+        }
+        if be32(&header[8..12]) != page_size {
+            return Err(bad("WAL page size differs from the database's"));
+        }
+        let salts = &header[16..24];
+        let mut pending: Vec<(u32, u64)> = Vec::new();
+        let mut off = 32u64;
+        let mut h = [0u8; 24];
+        loop {
+            if read_full(r, &mut h)? < 24 {
+                break;
             }
-            page_count = Some(commit);
+            if &h[8..16] != salts {
+                break;
+            }
+            // The frame counts only if its page is all there.
+            let skipped =
+                std::io::copy(&mut r.by_ref().take(page_size as u64), &mut std::io::sink())
+                    .map_err(|e| bad(format!("reading the WAL: {e}")))?;
+            if skipped < page_size as u64 {
+                break;
+            }
+            pending.push((be32(&h[0..4]), off + 24));
+            let commit = be32(&h[4..8]);
+            if commit != 0 {
+                for (p, at) in pending.drain(..) {
+                    idx.frames.insert(p, at);
+                }
+                idx.page_count = Some(commit);
+            }
+            off += 24 + page_size as u64;
         }
-        off += frame;
+        match idx.page_count {
+            Some(count) => idx.frames.retain(|p, _| *p >= 1 && *p <= count),
+            None => idx.frames.clear(),
+        }
+        Ok(idx)
     }
-    let Some(count) = page_count else {
-        return Ok(WalContent::default());
-    };
-    let pages = committed
-        .into_iter()
-        .filter(|(p, _)| *p >= 1 && *p <= count)
-        .map(|(p, at)| (p, wal[at..at + page_size as usize].to_vec()))
-        .collect();
+
+    /// The bytes of the committed pages.
+    pub fn bytes(&self) -> u64 {
+        self.frames.len() as u64 * self.page_size as u64
+    }
+
+    /// Reads the committed pages, in page order.
+    pub fn read_pages<R: std::io::Read + std::io::Seek>(
+        &self,
+        r: &mut R,
+    ) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
+        let mut pages = Vec::with_capacity(self.frames.len());
+        for (p, at) in &self.frames {
+            r.seek(std::io::SeekFrom::Start(*at))?;
+            let mut page = vec![0u8; self.page_size as usize];
+            r.read_exact(&mut page)?;
+            pages.push((*p, page));
+        }
+        Ok(pages)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, FormatError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(bad(format!("reading the WAL: {e}"))),
+        }
+    }
+    Ok(n)
+}
+
+/// Parses a WAL held in memory (see [`WalIndex::scan`]).
+pub fn parse_wal(wal: &[u8], page_size: u32) -> Result<WalContent, FormatError> {
+    let mut c = std::io::Cursor::new(wal);
+    let idx = WalIndex::scan(&mut c, page_size)?;
+    let pages = idx
+        .read_pages(&mut c)
+        .map_err(|e| bad(format!("reading the WAL: {e}")))?;
     Ok(WalContent {
+        page_count: idx.page_count,
         pages,
-        page_count: Some(count),
     })
 }
 

@@ -2,6 +2,12 @@
 //! running a transaction and reading the pages it changed from the WAL, and
 //! applying log entries to the cached file. Everything here is blocking and
 //! runs on tokio's blocking threads.
+//!
+//! Nothing here is fsynced (SQLite runs with `synchronous=OFF` too): the
+//! store is the only durable copy, files are replaced by rename so a killed
+//! process leaves an old or a new file, and every cached copy is checked page
+//! by page against its sidecar on first use, so whatever a power loss leaves
+//! behind is caught and fetched again, never served.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,9 +19,11 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use super::TenantDbError;
+use super::TenantDbError as E;
 use super::format::{
-    CommitRecord, LogEntry, Sidecar, WalContent, page_hash, page_hashes, parse_wal,
+    CommitRecord, LogEntry, Sidecar, WalContent, WalIndex, page_hash, page_hashes,
 };
+use super::sandbox::LimitKind;
 
 type Result<T, E = TenantDbError> = std::result::Result<T, E>;
 
@@ -89,14 +97,14 @@ fn remove_if_exists(p: &Path) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+/// Writes `bytes` to `path` atomically for a process crash (temporary file,
+/// rename; no fsync, see the module docs).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).map_err(|e| io("creating a cache file", e))?;
     f.write_all(bytes)
-        .and_then(|_| f.sync_data())
         .map_err(|e| io("writing a cache file", e))?;
     fs::rename(&tmp, path).map_err(|e| io("renaming a cache file", e))
 }
@@ -217,8 +225,7 @@ pub(crate) fn apply_entries(
         sc.tail_entries += 1;
         sc.tail_bytes += e.pages.len() as u64 * ps;
     }
-    f.sync_data()
-        .map_err(|e| io("syncing the cached database", e))?;
+    drop(f);
     sc.records.retain(|r| r.at_ms > keep_after_ms);
     super::crash_point("tenantdb-pages-applied");
     write_sidecar(paths, sc)
@@ -249,7 +256,8 @@ pub(crate) fn open_conn(path: &Path) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-    c.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+    // No fsyncs: the store is the durable copy (see the module docs).
+    c.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA synchronous=OFF;")?;
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(TenantDbError::Corrupt {
@@ -288,13 +296,79 @@ where
     out
 }
 
+/// The size bounds of one commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The most page bytes one commit may change.
+    pub max_commit: u64,
+    /// The most bytes the database may hold after a commit that grows it.
+    pub max_tenant: u64,
+    /// The database's size before the commit.
+    pub old_bytes: u64,
+}
+
+impl Limits {
+    /// Refuses a commit that changes `changed` bytes and leaves `after` bytes.
+    pub(crate) fn check(&self, changed: u64, after: u64) -> Result<()> {
+        if changed > self.max_commit {
+            return Err(E::LimitExceeded {
+                limit: LimitKind::CommitBytes,
+                message: format!(
+                    "the commit changes {changed} bytes of pages, more than the {} one commit may \
+                     change (nothing was uploaded)",
+                    self.max_commit
+                ),
+            });
+        }
+        if after > self.max_tenant && after > self.old_bytes {
+            return Err(E::LimitExceeded {
+                limit: LimitKind::TenantBytes,
+                message: format!(
+                    "the database would grow to {after} bytes, more than the {} a tenant \
+                     database may hold (nothing was uploaded)",
+                    self.max_tenant
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads the committed pages of the WAL, checking `limits` from the frame
+/// headers first: a refused commit never has its pages in memory.
+fn read_wal(paths: &Paths, page_size: u32, limits: &Limits) -> Result<Option<WalContent>> {
+    let file = match File::open(&paths.wal) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("opening the WAL", e)),
+    };
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let corrupt = |e: super::format::FormatError| E::Corrupt {
+        what: "WAL".into(),
+        message: e.0,
+    };
+    let idx = WalIndex::scan(&mut r, page_size).map_err(corrupt)?;
+    let Some(count) = idx.page_count else {
+        return Ok(None);
+    };
+    limits.check(idx.bytes(), count as u64 * page_size as u64)?;
+    let pages = idx
+        .read_pages(r.get_mut())
+        .map_err(|e| io("reading the WAL", e))?;
+    Ok(Some(WalContent {
+        pages,
+        page_count: Some(count),
+    }))
+}
+
 /// Runs a write closure in an immediate transaction and returns its value
-/// with the pages it committed (read from the WAL). The cached file itself is
-/// left untouched: the caller applies the pages once the commit is published,
-/// or drops the WAL when it is not.
+/// with the pages it committed (read from the WAL, within `limits`). The
+/// cached file itself is left untouched: the caller applies the pages once
+/// the commit is published, or drops the WAL when it is not.
 pub(crate) fn run_write<T, F>(
     paths: &Paths,
     page_size: u32,
+    limits: &Limits,
     f: &mut F,
 ) -> Result<(T, Option<WalContent>)>
 where
@@ -318,16 +392,7 @@ where
         };
         tx.commit()?;
         conn.close().map_err(|(_, e)| TenantDbError::from(e))?;
-        let wal = match fs::read(&paths.wal) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io("reading the WAL", e)),
-        };
-        let content = parse_wal(&wal, page_size).map_err(|e| TenantDbError::Corrupt {
-            what: "WAL".into(),
-            message: e.0,
-        })?;
-        Ok((v, content.page_count.map(|_| content)))
+        Ok((v, read_wal(paths, page_size, limits)?))
     })();
     if out.is_err() {
         paths.clear_side_files()?;

@@ -111,37 +111,72 @@
 //! [`MAX_COMMIT_RESULT_BYTES`]. A commit that changes nothing still lands a
 //! page-less entry, so its id is recorded too.
 //!
+//! ## Checkpoints, off the request path
+//!
 //! When the commits since the last checkpoint carry page bytes of half the
-//! database (or number `checkpoint_every`), the committing writer also
-//! uploads a checkpoint and records it in `head` (unless `head` shows a
-//! newer one). So an open replays a bounded tail, and checkpoints cost at
-//! most about twice what the commits themselves uploaded — amortised O(k)
-//! per commit — except where the `checkpoint_every` bound comes first (a large
-//! database with tiny commits: N bytes every `checkpoint_every` commits). A
-//! cold open or catch-up fetches the tail in parallel windows of up to 16.
+//! database (or number `checkpoint_every`), the committing writer queues a
+//! checkpoint **after the commit landed and before it is acknowledged, but
+//! makes no request for it**: a bounded background task per [`TenantDbs`]
+//! (at most 256 tenants queued, 2 running) reads `head` (another writer may
+//! have checkpointed), copies the image under the tenant's lock (no store
+//! request while holding it), uploads `checkpoint/<seq>` (claimed like a log
+//! entry), records it in `head` and collects. So a commit's latency holds
+//! exactly one store request; checkpoints cost at most about twice what the
+//! commits themselves uploaded — amortised O(k) per commit — except where
+//! the `checkpoint_every` bound comes first (a large database with tiny
+//! commits: N bytes every `checkpoint_every` commits). [`TenantDbs::flush`]
+//! waits for the queued work (tests use it instead of sleeping; a process
+//! that is about to exit calls it). A crash loses at most a queued
+//! checkpoint: the log is intact, the next commit queues it again, and the
+//! crash points and crash test cover the commit path as before. The code is
+//! in `checkpoint.rs`; background requests are counted apart
+//! ([`TenantDbStats::requests_background`]).
 //!
 //! ## Freshness and garbage collection
 //!
-//! A cached copy at seq `n` is current when `log/<n+1>` does not exist: one
-//! GET that transfers no body when nothing changed. With a maximum staleness,
-//! reads within that window of the last check make no request at all.
+//! A cached copy at seq `n` is current when `log/<n+1>` does not exist. A
+//! read checks that with one GET that transfers no body when nothing changed
+//! (with a maximum staleness, reads within that window of the last check make
+//! no request at all). **A write makes no check before committing**: the
+//! conditional create of `log/<n+1>` is the check. When it lands, the copy
+//! was current; when another writer's entry holds `n+1`, the writer reads it
+//! back (that read is the first entry of its catch-up), probes `n+2` and so
+//! on, and commits again: a stale cache pays for being stale, a current one
+//! pays nothing. A warm write therefore costs one request.
 //!
 //! Garbage collection deletes log entries `≤ floor` and checkpoints `< floor`
 //! (except the creation checkpoint), where `floor` is the newest checkpoint
-//! that has existed for at least the grace window (`gc_grace`). So an entry
-//! is deleted only a grace window after a newer checkpoint covered it, and a
-//! copy checked less than half a grace window ago can trust "`log/<n+1>` is
-//! absent" — and can commit `log/<n+1>` without resurrecting a deleted seq.
-//! Older copies re-read `head` first and replay only when no checkpoint is
-//! newer than they are (else they load the newest checkpoint); commits from a
-//! copy checked more than half a grace window ago are re-checked before they
-//! are sent. This assumes worker clocks agree to within a fraction of the
-//! grace window, and that a replay takes less than half of it. A zero grace
-//! window (tests) always goes through `head`, but that check and the commit
-//! after it are two steps: with **concurrent writers** (separate caches) a
-//! collector can delete `log/<n+1>` between them, the commit then claims that
-//! seq again and is lost although acknowledged. Zero, or any grace shorter
-//! than a check-to-commit round trip, is safe only with one writer at a time.
+//! that has been in `head` for at least the grace window (`gc_grace`). The
+//! danger without a probe is a copy so old that `log/<n+1>` was collected:
+//! its create would then *succeed* at a seq nobody reads again, and the
+//! commit would be lost although acknowledged. Why that cannot happen: every
+//! copy carries the time `V` at which it was last known current (a probe
+//! found `log/<n+1>` absent, or the copy's own create of `log/<n>` was sent
+//! at `V`, or a catch-up ended at `V`). For `log/<n+1>` to be collected, a
+//! checkpoint `c ≥ n+1` must exist, which needs `log/<n+1>` to have been
+//! created after `V`, and `c` must then have been in `head` for a whole grace
+//! window: so no collection of `n+1` happens before `V + gc_grace`. A write
+//! commits without a check only while `now − V < gc_grace / 2` (and the
+//! attempt re-checks that right before sending), so its create reaches the
+//! store before `V + gc_grace` as long as it is in flight for less than half
+//! a grace window (5 minutes by default; a settling re-send is bounded by the
+//! retry deadline, 30 s by default). A copy older than that re-reads `head`
+//! first and replays only when no checkpoint is newer than it (else it loads
+//! the newest checkpoint). A create that finds `log/<n+1>` existing and then
+//! gone was collected under it: the copy is dropped and reloaded, never
+//! re-sent. This assumes worker clocks agree to within a fraction of the
+//! grace window. A zero grace window (tests) always goes through `head`, but
+//! that check and the commit after it are two steps: with **concurrent
+//! writers** (separate caches) a collector can delete `log/<n+1>` between
+//! them, the commit then claims that seq again and is lost although
+//! acknowledged. Zero, or any grace shorter than a check-to-commit round trip,
+//! is safe only with one writer at a time.
+//!
+//! A **cold open** reads `head` and lists `log/` in parallel, then fetches
+//! the newest checkpoint and every listed entry after it in parallel: two
+//! sequential round trips when the listed tail is contiguous (else it
+//! replays the rest in parallel windows of up to 16). The copy is current as
+//! of the listing, which came after the open began. The code is in `sync.rs`.
 //!
 //! ## Cache
 //!
@@ -167,11 +202,28 @@
 //!
 //! ## Limits
 //!
+//! A commit may change at most [`TenantDbsConfig::max_commit_bytes`] of
+//! pages (64 MiB by default) and a tenant database may grow to at most
+//! [`TenantDbsConfig::max_tenant_bytes`] (1 GiB by default). Both are checked
+//! after the transaction committed to the local WAL and **before anything is
+//! uploaded**: the WAL's frame headers are read first (its pages are not held
+//! in memory), so a refused commit costs its disk I/O and nothing else, and
+//! fails with [`TenantDbError::LimitExceeded`] naming the limit
+//! ([`LimitKind::CommitBytes`], [`LimitKind::TenantBytes`]). A commit that
+//! shrinks (or keeps the size of) an oversized database is allowed; an import
+//! is held to the quota too.
+//!
+//! Memory: a commit holds its changed pages about twice (the pages read from
+//! the WAL and the encoded log entry), so its peak is O(cap) with a small
+//! constant. A checkpoint reads the cached file straight into the record it
+//! uploads (one copy of the image, as the store takes whole values); a cold
+//! open installs the image from the downloaded record without another copy;
+//! an export copies files on disk.
+//!
 //! A log entry holds the changed pages in one value and a checkpoint the
 //! whole image, so the store must accept values that large: `s3://`,
 //! `file://` and `memory://` do; `dynamodb://` (400 KB) suits only tiny
-//! databases. Checkpoints are uncompressed. A commit that triggers a
-//! checkpoint also uploads the image (see "Commits").
+//! databases. Checkpoints are uncompressed.
 //!
 //! ## Metrics
 //!
@@ -360,6 +412,14 @@ pub struct TenantDbsConfig {
     pub schema: SchemaHook,
     /// Retry budget for conflicts and transient store errors.
     pub retry: RetryPolicy,
+    /// The most page bytes one commit may change (default 64 MiB); a larger
+    /// commit fails with [`TenantDbError::LimitExceeded`] before anything is
+    /// uploaded. A commit's peak memory is a small multiple of this.
+    pub max_commit_bytes: u64,
+    /// The most bytes a tenant database may grow to (default 1 GiB); a commit
+    /// or import past it fails with [`TenantDbError::LimitExceeded`] before
+    /// anything is uploaded (a commit that shrinks an oversized database is allowed).
+    pub max_tenant_bytes: u64,
     /// How long the id of an idempotent commit ([`TenantDbs::write_once`])
     /// is kept after it landed (default 24 h; never less than `gc_grace`).
     pub commit_id_retention: Duration,
@@ -378,12 +438,20 @@ impl std::fmt::Debug for TenantDbsConfig {
             .field("gc_grace", &self.gc_grace)
             .field("prefix", &self.prefix)
             .field("commit_id_retention", &self.commit_id_retention)
+            .field("max_commit_bytes", &self.max_commit_bytes)
+            .field("max_tenant_bytes", &self.max_tenant_bytes)
             .finish_non_exhaustive()
     }
 }
 
 /// The default cache budget: 1.5 GiB.
 pub const DEFAULT_CACHE_BUDGET: u64 = 1536 * 1024 * 1024;
+
+/// The default cap on the page bytes one commit may change: 64 MiB.
+pub const DEFAULT_MAX_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The default quota of one tenant database: 1 GiB.
+pub const DEFAULT_MAX_TENANT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The largest serialized result an idempotent commit stores (1 MiB).
 pub const MAX_COMMIT_RESULT_BYTES: usize = 1024 * 1024;
@@ -405,6 +473,8 @@ impl TenantDbsConfig {
             schema: Arc::new(|_| Ok(())),
             retry: RetryPolicy::default(),
             commit_id_retention: DEFAULT_COMMIT_ID_RETENTION,
+            max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
+            max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
             clock: SystemClock::shared(),
         }
     }
@@ -454,6 +524,16 @@ impl TenantDbsConfig {
         self.clock = c;
         self
     }
+    /// Sets the cap on one commit's page bytes (see [`TenantDbsConfig::max_commit_bytes`]).
+    pub fn with_max_commit_bytes(mut self, bytes: u64) -> Self {
+        self.max_commit_bytes = bytes;
+        self
+    }
+    /// Sets the quota of one tenant database (see [`TenantDbsConfig::max_tenant_bytes`]).
+    pub fn with_max_tenant_bytes(mut self, bytes: u64) -> Self {
+        self.max_tenant_bytes = bytes;
+        self
+    }
     /// Sets how long commit ids are kept (see [`TenantDbsConfig::commit_id_retention`]).
     pub fn with_commit_id_retention(mut self, d: Duration) -> Self {
         self.commit_id_retention = d;
@@ -490,6 +570,9 @@ pub struct TenantDbStats {
     pub requests_delete: u64,
     /// LIST requests.
     pub requests_list: u64,
+    /// Of all requests, those made by background work (checkpoints, head
+    /// updates, garbage collection): never inside a caller's latency.
+    pub requests_background: u64,
     /// Idempotent commits answered from a stored result, without running.
     pub replays: u64,
     /// Commits whose outcome stayed unknown (reported as `Ambiguous`).
@@ -515,6 +598,7 @@ struct Counters {
     requests_put: AtomicU64,
     requests_delete: AtomicU64,
     requests_list: AtomicU64,
+    requests_background: AtomicU64,
     replays: AtomicU64,
     undecided: AtomicU64,
     undecided_landed: AtomicU64,
@@ -537,6 +621,9 @@ mod sync;
 use sync::Fresh;
 
 fn request(c: &Counters, kind: &'static str) {
+    if checkpoint::in_background() {
+        c.requests_background.fetch_add(1, Ordering::Relaxed);
+    }
     let a = match kind {
         "get" => &c.requests_get,
         "put" => &c.requests_put,
@@ -607,6 +694,8 @@ struct Inner {
     rng: SharedRng,
     /// Commits of ours whose outcome stayed unknown: tenant → (seq, writer id).
     undecided: Mutex<HashMap<String, Vec<(u64, u64)>>>,
+    /// Background checkpoints.
+    bg: Arc<checkpoint::Background>,
     _lock_file: File,
 }
 
@@ -729,6 +818,7 @@ impl TenantDbs {
                 files: Mutex::new(HashMap::new()),
                 slots: Mutex::new(slots),
                 undecided: Mutex::new(HashMap::new()),
+                bg: Arc::default(),
                 _lock_file: lock_file,
             }),
         })
@@ -752,11 +842,20 @@ impl TenantDbs {
             requests_put: g(&c.requests_put),
             requests_delete: g(&c.requests_delete),
             requests_list: g(&c.requests_list),
+            requests_background: g(&c.requests_background),
             replays: g(&c.replays),
             undecided: g(&c.undecided),
             undecided_landed: g(&c.undecided_landed),
             undecided_lost: g(&c.undecided_lost),
         }
+    }
+
+    /// Waits until the background work queued so far (checkpoints, head
+    /// updates, garbage collection) is done. Work runs on the runtime this
+    /// handle was used on; drop the last handle only after `flush`, or a job
+    /// still running keeps the cache directory locked until it ends.
+    pub async fn flush(&self) {
+        self.wait_idle().await;
     }
 
     /// The bytes the cache holds now.

@@ -173,6 +173,10 @@ pub enum LimitKind {
     Size,
     /// [`Sandbox::max_statements`].
     Statements,
+    /// `TenantDbsConfig::max_commit_bytes`: the page bytes one commit may change.
+    CommitBytes,
+    /// `TenantDbsConfig::max_tenant_bytes`: the size a tenant database may grow to.
+    TenantBytes,
 }
 
 impl std::fmt::Display for LimitKind {
@@ -182,6 +186,8 @@ impl std::fmt::Display for LimitKind {
             LimitKind::Rows => "row limit",
             LimitKind::Size => "size limit",
             LimitKind::Statements => "statement limit",
+            LimitKind::CommitBytes => "commit size limit",
+            LimitKind::TenantBytes => "tenant database size limit",
         })
     }
 }
@@ -556,6 +562,8 @@ mod tests {
             .unwrap();
         assert!(!w.read_only);
         assert_eq!(w.results[1].changes, 1);
+        // The commit may have queued a checkpoint, whose PUTs come later.
+        dbs.flush().await;
         let puts = dbs.stats().requests_put;
         assert!(puts > 0);
         let r = dbs

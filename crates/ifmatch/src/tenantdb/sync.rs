@@ -70,8 +70,16 @@ impl TenantDbs {
         if let Some(sc) = local.as_mut() {
             let age = now.saturating_sub(sc.validated_ms);
             let trusted = match fresh {
-                Fresh::Read | Fresh::Write => {
+                Fresh::Read => {
                     !cfg.max_staleness.is_zero() && age <= cfg.max_staleness.as_millis() as u64
+                }
+                // No probe: the conditional create of the next entry is the
+                // check, and a copy this young cannot claim a collected seq
+                // (see "Freshness and garbage collection" in the module docs).
+                Fresh::Write => {
+                    age < grace / 2
+                        || (!cfg.max_staleness.is_zero()
+                            && age <= cfg.max_staleness.as_millis() as u64)
                 }
                 Fresh::Check => false,
             };

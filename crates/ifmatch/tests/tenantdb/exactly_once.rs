@@ -247,6 +247,8 @@ async fn lost_answer_then_failed_read_back_commits_once() {
         let dbs = TenantDbs::open(s.clone(), cfg).expect("open");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&dbs, "a", &runs).await.expect("first");
+        // A queued checkpoint's requests would eat the scripted brownout.
+        dbs.flush().await;
         s.next_log_create(LogFault::LoseAnswer, brownout);
         match insert(&dbs, "b", &runs).await {
             Ok(()) => assert!(brownout <= 2, "brownout {brownout}: settled?"),
@@ -281,6 +283,7 @@ async fn late_and_duplicated_delivery_commit_once() {
         let dbs = TenantDbs::open(s.clone(), config(&d, 4)).expect("open");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&dbs, "a", &runs).await.expect("first");
+        dbs.flush().await;
         s.next_log_create(fault, brownout);
         insert(&dbs, "b", &runs)
             .await
@@ -303,6 +306,7 @@ async fn undecidable_outcome_is_ambiguous() {
     let dbs = TenantDbs::open(s.clone(), cfg).expect("open");
     let runs = Arc::new(AtomicU64::new(0));
     insert(&dbs, "a", &runs).await.expect("first");
+    dbs.flush().await;
     s.next_log_create(LogFault::LoseAnswer, 1000);
     let e = insert(&dbs, "b", &runs).await.expect_err("undecidable");
     assert_eq!(e.kind(), ErrorKind::Ambiguous, "{e}");
@@ -342,6 +346,9 @@ async fn s3_409_is_retried_on_every_write_path() {
                 .await
                 .unwrap_or_else(|e| panic!("every {every}, {id}: {e}"));
             want.push(id);
+            // Checkpoints run in the background: wait, so 409s hit them too.
+            a.flush().await;
+            b.flush().await;
         }
         assert!(s.injected_409.load(Ordering::SeqCst) > 5);
         assert_eq!(ids(mem.clone()).await, want, "every {every}");
@@ -405,6 +412,7 @@ async fn write_once_replays_until_the_retention_ends() {
     // Many commits later (checkpoints, collection), from a cold cache.
     for i in 0..9 {
         insert(&dbs, &format!("x{i}"), &runs).await.unwrap();
+        dbs.flush().await;
         clock.advance(Duration::from_secs(60));
     }
     let logs = ifmatch::store::list_all(&*mem, "tenants/t/log/")
@@ -429,6 +437,7 @@ async fn write_once_replays_until_the_retention_ends() {
     clock.advance(Duration::from_secs(3600));
     for i in 0..3 {
         insert(&dbs, &format!("y{i}"), &runs).await.unwrap();
+        dbs.flush().await;
     }
     let d3 = TempDir::new("tdb-once-replay3");
     let late = TenantDbs::open(mem.clone(), cfg(&d3, 10)).expect("open");
@@ -461,6 +470,8 @@ async fn write_once_settles_an_ambiguous_commit_in_another_instance() {
         let b = TenantDbs::open(mem.clone(), config(&d2, 12)).expect("open b");
         let runs = Arc::new(AtomicU64::new(0));
         insert(&a, "first", &runs).await.unwrap();
+        // No background request may deliver the held create behind our back.
+        a.flush().await;
         s.next_log_create(fault, 1000);
         let e = insert_once(&a, "req-9", "r", &runs)
             .await

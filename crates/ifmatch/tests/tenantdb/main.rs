@@ -7,7 +7,9 @@
 mod env;
 mod suite;
 
+mod cost;
 mod exactly_once;
+mod limits;
 
 mod file;
 mod memory;
