@@ -15,6 +15,12 @@
 //!
 //! `IFMATCH_SIM_SEEDS`, `IFMATCH_SIM_SECONDS` and `IFMATCH_SIM_SEED` work as
 //! for the library's simulation (`ifmatch::sim`).
+//!
+//! The same scenarios also run, on a few seeds and in real time, with the
+//! faults injected between the servers and the real test servers (S3 on
+//! moto, DynamoDB on dynalite; `scripts/test-servers`). There the clients
+//! only lose answers and never drop a connection: a dropped request's claim
+//! goes stale only after a minute of real time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +32,16 @@ use ifmatch::clock::{SharedRng, SystemClock};
 use ifmatch::retry::RetryPolicy;
 use ifmatch::sim::{self, Ledger, Network, Stats, Told, Violation, Weather};
 use ifmatch::store::memory::MemoryStore;
+use ifmatch::store::prefix::PrefixStore;
 use ifmatch::store::{DynStore, PutOptions};
 use ifmatch::tenantdb::{TenantDbs, TenantDbsConfig};
 use ifmatch_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+#[allow(dead_code)]
+#[path = "../../ifmatch/tests/common/backends.rs"]
+mod backends;
 
 const LIST: &str = "archive/CHG-1.json";
 const TENANT: &str = "flashcards";
@@ -115,8 +126,18 @@ fn is_final(status: StatusCode, body: &Value) -> bool {
 }
 
 async fn run(seed: u64, work: Work, with_key: bool) -> Result<Stats, Violation> {
+    run_on(Arc::new(MemoryStore::new()), seed, work, with_key, true).await
+}
+
+/// One schedule on `inner`; `drops`: clients with a key also drop connections.
+async fn run_on(
+    inner: DynStore,
+    seed: u64,
+    work: Work,
+    with_key: bool,
+    drops: bool,
+) -> Result<Stats, Violation> {
     let weather = Weather::from_seed(seed);
-    let inner: DynStore = Arc::new(MemoryStore::new());
     inner
         .put(
             LIST,
@@ -146,7 +167,7 @@ async fn run(seed: u64, work: Work, with_key: bool) -> Result<Stats, Violation> 
                     let turn = c + i + u64::from(attempt) + polls;
                     let router = routers[(turn % SERVERS) as usize].clone();
                     let call = router.oneshot(request(work, &id, key.as_deref()));
-                    let response = if with_key && lossy.unit() < 0.2 {
+                    let response = if with_key && drops && lossy.unit() < 0.2 {
                         // The connection drops mid-request (a client timeout, a
                         // Lambda killed): the handler is cancelled wherever it is,
                         // its claim stays in progress until it goes stale.
@@ -283,14 +304,14 @@ async fn read_back(work: Work, inner: &DynStore) -> Result<Vec<String>, Violatio
 fn patch_appends_with_idempotency_keys_land_exactly_once() {
     sim::run_all(
         "patch_appends_with_idempotency_keys_land_exactly_once",
-        100,
+        200,
         |seed| run(seed, Work::Patch, true),
     );
 }
 
 #[test]
 fn patch_appends_without_keys_never_land_twice() {
-    sim::run_all("patch_appends_without_keys_never_land_twice", 100, |seed| {
+    sim::run_all("patch_appends_without_keys_never_land_twice", 200, |seed| {
         run(seed, Work::Patch, false)
     });
 }
@@ -299,14 +320,46 @@ fn patch_appends_without_keys_never_land_twice() {
 fn sql_inserts_with_idempotency_keys_land_exactly_once() {
     sim::run_all(
         "sql_inserts_with_idempotency_keys_land_exactly_once",
-        60,
+        80,
         |seed| run(seed, Work::Sql, true),
     );
 }
 
 #[test]
 fn sql_inserts_without_keys_never_land_twice() {
-    sim::run_all("sql_inserts_without_keys_never_land_twice", 60, |seed| {
+    sim::run_all("sql_inserts_without_keys_never_land_twice", 80, |seed| {
         run(seed, Work::Sql, false)
     });
+}
+
+/// The scenarios with faults between the servers and the real test servers
+/// (each schedule under a fresh prefix), on a few seeds, in real time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patch_and_sql_through_faults_to_the_real_test_servers() {
+    let seeds: Vec<u64> = sim::Seeds::for_scenario("real_test_servers", 3)
+        .take(3)
+        .collect();
+    for (backend, root) in backends::remote_backends().await {
+        for &seed in &seeds {
+            for (work, with_key) in [
+                (Work::Patch, true),
+                (Work::Patch, false),
+                (Work::Sql, true),
+                (Work::Sql, false),
+            ] {
+                let inner: DynStore = Arc::new(
+                    PrefixStore::new(root.clone(), &backends::unique("sim")).expect("a prefix"),
+                );
+                let stats = run_on(inner, seed, work, with_key, false)
+                    .await
+                    .unwrap_or_else(|v| {
+                        panic!(
+                            "{backend}, {work:?}, key {with_key}: seed {seed} violates exactly-once: {v}\n\
+                             replay: IFMATCH_SIM_SEED={seed} cargo test --workspace --test sim real_test_servers"
+                        )
+                    });
+                println!("{backend} {work:?} key {with_key} seed {seed}: {stats}");
+            }
+        }
+    }
 }

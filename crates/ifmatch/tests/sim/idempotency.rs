@@ -117,7 +117,7 @@ async fn deliveries(seed: u64, workers: u64, messages: u64) -> Result<Stats, Vio
 fn idempotency_executes_at_most_once_and_answers_one_result() {
     sim::run_all(
         "idempotency_executes_at_most_once_and_answers_one_result",
-        300,
+        500,
         |seed| deliveries(seed, 4, 6),
     );
 }

@@ -109,7 +109,7 @@ async fn sections(seed: u64, workers: u64, rounds: u64) -> Result<Stats, Violati
 
 #[test]
 fn leases_exclude_under_every_fault() {
-    sim::run_all("leases_exclude_under_every_fault", 300, |seed| {
+    sim::run_all("leases_exclude_under_every_fault", 500, |seed| {
         sections(seed, 3, 5)
     });
 }

@@ -139,7 +139,7 @@ async fn publishes(
 
 #[test]
 fn snapshots_publish_exactly_once() {
-    sim::run_all("snapshots_publish_exactly_once", 300, |seed| {
+    sim::run_all("snapshots_publish_exactly_once", 500, |seed| {
         publishes(seed, Arc::new(MemoryStore::new()), 3, 4)
     });
 }

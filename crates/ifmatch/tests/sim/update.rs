@@ -95,7 +95,7 @@ async fn appends(seed: u64, inner: DynStore, clients: u64, ops: u64) -> Result<S
 
 #[test]
 fn update_loop_appends_exactly_once() {
-    sim::run_all("update_loop_appends_exactly_once", 400, |seed| {
+    sim::run_all("update_loop_appends_exactly_once", 1000, |seed| {
         appends(seed, Arc::new(MemoryStore::new()), 4, 8)
     });
 }
@@ -105,7 +105,7 @@ fn update_loop_appends_exactly_once() {
 fn update_loop_appends_exactly_once_with_etag_versions() {
     sim::run_all(
         "update_loop_appends_exactly_once_with_etag_versions",
-        200,
+        400,
         |seed| appends(seed, Arc::new(MemoryStore::with_content_versions()), 4, 8),
     );
 }
