@@ -17,6 +17,8 @@
 //!   double-applies a write.
 //! - [`lease`]: named distributed locks with TTL, renewal, owner-only release
 //!   and fencing tokens that strictly increase per name.
+//! - [`fence`]: fenced put, delete and update with a precondition (what the
+//!   HTTP server's `Fencing-Token` header runs).
 //! - [`idempotency`]: run a handler once per key however often a message is
 //!   delivered; duplicates get the stored result.
 //! - [`snapshot`]: publish a derived artifact as version n+1 with
@@ -53,6 +55,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod fence;
 pub mod idempotency;
 pub mod key;
 pub mod lease;
