@@ -25,6 +25,8 @@
 //!   compare-and-swap (superseded builds stop, others rebuild with backoff;
 //!   optional build guard; keep-last-K and rollback), and read it through a
 //!   single-flight cache checked with conditional GETs.
+//! - [`artifact`]: snapshots built outside the process: publish an upload
+//!   over an expected version, read only when stale, take the build lease.
 //! - [`tenantdb`]: per-tenant SQLite databases in the store, with a local
 //!   cache; commits upload only the pages they change.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
@@ -53,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod artifact;
 pub mod clock;
 pub mod error;
 pub mod fence;
