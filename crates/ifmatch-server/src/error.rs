@@ -17,6 +17,7 @@
 //! | `forbidden` | 403 | a session user outside their scope, or an operator-only route |
 //! | `lease_held` | 409 | another owner holds the lease (with `holder` and `expires_in_ms`) |
 //! | `not_owner` | 409 | renew or release by an owner that does not hold the lease |
+//! | `fenced` | 409 | a write whose `Fencing-Token` is older than the token already used for the key |
 //! | `in_progress` | 409 | an idempotency key claimed by another request, still running |
 //! | `not_claim_holder` | 409 | complete or abandon with a claim id that does not hold the key |
 //! | `payload_mismatch` | 422 | an idempotency key reused for a different payload |
@@ -129,6 +130,20 @@ pub enum ApiError {
         token: u64,
         /// Milliseconds until it expires.
         expires_in_ms: u64,
+    },
+    /// A fenced write whose token is older than the key's (409 `fenced`).
+    #[error(
+        "fenced write to '{key}' refused: token {token} is older than the token {stored} already used for it"
+    )]
+    Fenced {
+        /// The key.
+        key: String,
+        /// The token the write carried.
+        token: u64,
+        /// The newer token stored with the key.
+        stored: u64,
+        /// The key's current version.
+        current: Version,
     },
     /// Any other refusal, with its own status and kind.
     #[error("{message}")]
@@ -284,6 +299,9 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, None),
             ApiError::LeaseHeld { name, .. } => {
                 (StatusCode::CONFLICT, "lease_held", Some(name), None)
+            }
+            ApiError::Fenced { key, current, .. } => {
+                (StatusCode::CONFLICT, "fenced", Some(key), Some(current))
             }
             ApiError::Refused {
                 status, kind, key, ..

@@ -18,6 +18,7 @@
 //! | PUT | `/v1/objects/{key}` | write; 201 (created) or 200 (updated) with the new `ETag` |
 //! | PATCH | `/v1/objects/{key}` | merge-patch or JSON patch; 200 with the new value and `ETag` |
 //! | DELETE | `/v1/objects/{key}` | delete; 204 |
+//! | PUT, PATCH, DELETE | `/v1/objects/{key}` + `Fencing-Token` | fenced by a lease's token: 409 `fenced` when older than the key's ([`fenced`]) |
 //! | POST, PUT, DELETE | `/v1/leases/{name}` | acquire, renew, release ([`routes::leases`]) |
 //! | POST, PUT, DELETE | `/v1/idempotency/{key}` | claim, complete, abandon ([`routes::idempotency`]) |
 //! | POST | `/v1/users` | register ([`routes::accounts`]) |
@@ -44,6 +45,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fenced;
 pub mod idempotency_key;
 #[cfg(feature = "lambda")]
 pub mod lambda;

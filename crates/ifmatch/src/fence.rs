@@ -357,11 +357,14 @@ where
 ///   [`UpdateError::Aborted`] whose source is a [`FencedWriteError::Fenced`]);
 /// - with `None`: unfenced, unchecked (a plain update that can read fenced values).
 ///
-/// Lost responses, conflicts and retries are the update loop's.
+/// Lost responses, conflicts and retries are the update loop's. With a
+/// `change_id` the loop is [`crate::update::update_with_id`]: a change with
+/// that id that already landed is not applied again ([`Updated::replayed`]).
 pub async fn update<F>(
     store: &dyn Store,
     key: &str,
     token: Option<u64>,
+    change_id: Option<&str>,
     policy: &RetryPolicy,
     mut f: F,
 ) -> Result<Updated, UpdateError>
@@ -369,7 +372,7 @@ where
     F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
 {
     let wid = write_id(policy);
-    crate::update::update(store, key, policy, |current| {
+    let apply = |current: Option<&Object>| {
         let view = current.cloned().map(unfence).transpose()?;
         if let (Some(token), Some(obj)) = (token, &view) {
             check_token(&obj.meta, token)?;
@@ -381,8 +384,11 @@ where
             },
             (decision, _) => decision,
         })
-    })
-    .await
+    };
+    match change_id {
+        Some(id) => crate::update::update_with_id(store, key, policy, id, apply).await,
+        None => crate::update::update(store, key, policy, apply).await,
+    }
 }
 
 /// An object as its writer gave it: a value written with a fencing token

@@ -1,9 +1,10 @@
 //! Black-box HTTP tests of the primitives' routes (leases, idempotency,
-//! accounts and sessions, tenant SQL): a real server on an ephemeral
+//! accounts and sessions, tenant SQL, fenced writes): a real server on an ephemeral
 //! 127.0.0.1 port, driven with reqwest. One test binary, one module per area.
 
 mod accounts;
 mod db;
+mod fencing;
 mod idempotency;
 mod idempotency_key;
 mod leases;
@@ -160,6 +161,13 @@ async fn the_openapi_document_lists_the_new_routes() {
         !header_names(&doc["paths"]["/v1/sessions"]["post"])
             .contains(&"\"Idempotency-Key\"".to_string())
     );
+    for method in ["put", "patch", "delete"] {
+        let op = &doc["paths"]["/v1/objects/{key}"][method];
+        assert!(
+            header_names(op).contains(&"\"Fencing-Token\"".to_string()),
+            "{method}: {op}"
+        );
+    }
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     s.shutdown().await;
 }

@@ -203,13 +203,13 @@ fn append(
 async fn update_works_on_the_value_without_its_header() {
     for (name, store) in crate::backends::backends().await {
         put(&store, "f/upd", "a", 3).await.unwrap();
-        fence::update(&*store, "f/upd", Some(4), &policy(1), append("b"))
+        fence::update(&*store, "f/upd", Some(4), None, &policy(1), append("b"))
             .await
             .unwrap();
         let v = fenced_get(&*store, "f/upd").await.unwrap();
         assert_eq!((v.body.as_ref(), v.token), (&b"ab"[..], Some(4)), "{name}");
         // An older token: aborted with the fenced error, nothing written.
-        let err = fence::update(&*store, "f/upd", Some(3), &policy(2), append("x"))
+        let err = fence::update(&*store, "f/upd", Some(3), None, &policy(2), append("x"))
             .await
             .unwrap_err();
         let UpdateError::Aborted { source, .. } = err else {
@@ -228,12 +228,32 @@ async fn update_works_on_the_value_without_its_header() {
             "{name}"
         );
         // Without a token: reads the value unfenced and writes it plain.
-        fence::update(&*store, "f/upd", None, &policy(3), append("c"))
+        fence::update(&*store, "f/upd", None, None, &policy(3), append("c"))
             .await
             .unwrap();
         let raw = store.get("f/upd").await.unwrap();
         assert_eq!(raw.body, "abc", "{name}");
         assert_eq!(fenced_get(&*store, "f/upd").await.unwrap().token, None);
+        // A change id: the same change sent twice lands once.
+        for (i, replayed) in [(4, false), (5, true)] {
+            let u = fence::update(
+                &*store,
+                "f/upd",
+                Some(5),
+                Some("chg-1"),
+                &policy(i),
+                append("d"),
+            )
+            .await
+            .unwrap();
+            assert_eq!(u.replayed, replayed, "{name}");
+        }
+        let v = fenced_get(&*store, "f/upd").await.unwrap();
+        assert_eq!(
+            (v.body.as_ref(), v.token),
+            (&b"abcd"[..], Some(5)),
+            "{name}"
+        );
     }
 }
 
@@ -281,7 +301,8 @@ async fn racing_holders_never_write_over_a_newer_token() {
                 for i in 0..20 {
                     let p = policy(token * 100 + i);
                     let tag: &'static str = if token == 1 { "1" } else { "2" };
-                    match fence::update(&*store, "f/race", Some(token), &p, append(tag)).await {
+                    match fence::update(&*store, "f/race", Some(token), None, &p, append(tag)).await
+                    {
                         Ok(_) => ok += 1,
                         Err(UpdateError::Aborted { .. }) => {}
                         Err(e) => panic!("{e:?}"),
