@@ -546,10 +546,57 @@ impl From<ifmatch::tenantdb::TenantDbError> for ApiError {
                 message,
                 None,
             ),
-            T::Conflict { tenant, .. } => {
+            T::Conflict { tenant, .. } | T::Exists { tenant } => {
                 ApiError::refused(StatusCode::CONFLICT, "conflict", message, Some(&tenant))
             }
+            T::NotFound { tenant } => {
+                ApiError::refused(StatusCode::NOT_FOUND, "not_found", message, Some(&tenant))
+            }
             other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+/// The ETag of snapshot version `n`: `"n"`.
+pub fn snapshot_version(n: u64) -> Version {
+    Version::new(n.to_string())
+}
+
+impl From<ifmatch::snapshot::SnapshotError> for ApiError {
+    fn from(e: ifmatch::snapshot::SnapshotError) -> Self {
+        use ifmatch::snapshot::SnapshotError as S;
+        let message = e.to_string();
+        match e {
+            S::NotFound { name } | S::VersionNotRetained { name, .. } => {
+                ApiError::refused(StatusCode::NOT_FOUND, "not_found", message, Some(&name))
+            }
+            S::InvalidName { .. } => ApiError::BadRequest(message),
+            S::Conflict { name, .. } => ApiError::Conflict {
+                key: name,
+                current: None,
+                message,
+            },
+            S::Ambiguous { name, .. } => {
+                ApiError::from_kind(ifmatch::ErrorKind::Ambiguous, message, Some(&name))
+            }
+            S::Store(e) => ApiError::from_store(e, false),
+            S::Shared(e) => ApiError::from_kind(e.kind(), message, None),
+            other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+impl From<ifmatch::artifact::ArtifactError> for ApiError {
+    fn from(e: ifmatch::artifact::ArtifactError) -> Self {
+        use ifmatch::artifact::ArtifactError as A;
+        match e {
+            A::Precondition { name, current } => ApiError::PreconditionFailed {
+                key: name,
+                current: current.map(snapshot_version),
+            },
+            A::Snapshot(e) => e.into(),
+            A::Lease(e) => e.into(),
+            other => ApiError::from_kind(other.kind(), other.to_string(), None),
         }
     }
 }

@@ -25,6 +25,13 @@
 //! | POST, DELETE | `/v1/sessions` | login, logout |
 //! | GET | `/v1/me` | who the credentials belong to |
 //! | POST | `/v1/db` | a SQL batch on the caller's tenant database ([`routes::db`]) |
+//! | GET | `/v1/objects?prefix=&after=&limit=` | a page of keys with sizes and ETags ([`routes::listing`]) |
+//! | GET | `/v1/leases/{name}`, `/v1/idempotency/{key}` | inspect a lease or an idempotency record ([`routes::inspect`]) |
+//! | GET, PUT | `/v1/snapshots/{name}` | read (304 on `If-None-Match`) or publish version n+1 ([`routes::snapshots`]) |
+//! | GET | `/v1/snapshots/{name}/versions[/{n}]` | retained versions, one version's body |
+//! | POST | `/v1/snapshots/{name}/rollback` | republish a retained version |
+//! | POST, DELETE | `/v1/snapshots/{name}/build` | the optional build lease |
+//! | GET, PUT | `/v1/db/export`, `/v1/db/import`; GET `/v1/db/info` | a tenant database as a SQLite file ([`routes::db_files`]) |
 //! | GET | `/healthz` | liveness |
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/openapi.json` | the OpenAPI document of these routes |

@@ -1,13 +1,18 @@
 //! Black-box HTTP tests of the primitives' routes (leases, idempotency,
-//! accounts and sessions, tenant SQL, fenced writes): a real server on an ephemeral
+//! accounts and sessions, tenant SQL and files, snapshots, listing,
+//! inspection, fenced writes): a real server on an ephemeral
 //! 127.0.0.1 port, driven with reqwest. One test binary, one module per area.
 
 mod accounts;
 mod db;
+mod db_files;
 mod fencing;
 mod idempotency;
 mod idempotency_key;
+mod inspect;
 mod leases;
+mod listing;
+mod snapshots;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -144,10 +149,21 @@ async fn the_openapi_document_lists_the_new_routes() {
         "/v1/sessions",
         "/v1/me",
         "/v1/db",
+        "/v1/objects",
+        "/v1/snapshots/{name}",
+        "/v1/snapshots/{name}/versions",
+        "/v1/snapshots/{name}/versions/{version}",
+        "/v1/snapshots/{name}/rollback",
+        "/v1/snapshots/{name}/build",
+        "/v1/db/export",
+        "/v1/db/import",
+        "/v1/db/info",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["paths"]["/v1/leases/{name}"].get("delete").is_some());
+    assert!(doc["paths"]["/v1/leases/{name}"].get("get").is_some());
+    assert!(doc["paths"]["/v1/idempotency/{key}"].get("get").is_some());
     let header_names = |op: &Value| -> Vec<String> {
         op["parameters"]
             .as_array()
