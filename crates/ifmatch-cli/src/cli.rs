@@ -140,11 +140,13 @@ Example:
     /// List keys that start with a prefix, one per line.
     #[command(long_about = "\
 List the keys that start with PREFIX (all keys without one), one per line.
-With --long each line is KEY, VERSION and SIZE separated by tabs. Follows
-the store's continuation tokens to the end, or stops after --limit keys.
+With --long each line is KEY, VERSION and SIZE separated by tabs; with --json
+the output is one JSON array of {\"key\", \"version\", \"size\"} objects.
+Follows the store's continuation tokens to the end, or stops after --limit keys.
 
-Example:
-  ifmatch ls jobs/ --long")]
+Examples:
+  ifmatch ls jobs/ --long
+  ifmatch ls jobs/ --json | jq -r '.[].key'")]
     Ls(LsArgs),
 
     /// Check that the store really enforces conditional writes.
@@ -375,8 +377,12 @@ pub struct LsArgs {
     pub prefix: String,
 
     /// Print KEY<TAB>VERSION<TAB>SIZE instead of the key alone.
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', conflicts_with = "json")]
     pub long: bool,
+
+    /// Print one JSON array of {"key", "version", "size"} objects.
+    #[arg(long)]
+    pub json: bool,
 
     /// Stop after N keys.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
