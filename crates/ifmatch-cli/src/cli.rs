@@ -224,7 +224,7 @@ Example:
     )]
     Snapshot(crate::snapshot::SnapshotCommand),
 
-    /// Tenant databases: export, import, query, stats.
+    /// Tenant databases: export, import, query, exec, stats.
     #[command(subcommand)]
     Db(crate::db::DbCommand),
 
@@ -245,14 +245,17 @@ Examples:
   ifmatch bench all --json --store s3://bucket/bench")]
     Bench(crate::bench::BenchArgs),
 
-    /// Serve the store over HTTP: objects with ETags, leases, idempotency, accounts, tenant SQL.
+    /// Serve the store over HTTP: objects with ETags, snapshots, leases, idempotency, accounts, tenant databases.
     #[command(long_about = "\
 Serve the store given with --store over HTTP: GET/HEAD/PUT/PATCH/DELETE of
 /v1/objects/KEY with strong ETags and RFC 9110 preconditions (If-Match,
-If-None-Match); leases (/v1/leases/NAME), idempotency keys
-(/v1/idempotency/KEY), accounts and sessions (/v1/users, /v1/sessions,
-/v1/me) and per-user SQL databases (POST /v1/db); plus /healthz, /metrics
-(Prometheus) and /openapi.json.
+If-None-Match) and lease fencing tokens (Fencing-Token), listing
+(GET /v1/objects?prefix=), snapshots (/v1/snapshots/NAME), leases
+(/v1/leases/NAME), idempotency keys (/v1/idempotency/KEY), accounts and
+sessions (/v1/users, /v1/sessions, /v1/me) and per-user SQL databases
+(POST /v1/db, /v1/db/export, /v1/db/import, /v1/db/info); plus /healthz,
+/metrics (Prometheus) and /openapi.json. docs/CLIENTS.md shows them from
+Java, Node.js and Python.
 
 Every /v1 request sends 'Authorization: Bearer TOKEN': the operator key
 (--api-key or IFMATCH_API_KEY) or a session token from POST /v1/sessions.
@@ -299,7 +302,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub open_registration: bool,
 
-    /// Let session users use objects, leases and idempotency keys under users/USERNAME/ (otherwise those are operator-only).
+    /// Let session users use objects, snapshots, leases and idempotency keys under users/USERNAME/ (otherwise those are operator-only).
     #[arg(long)]
     pub user_prefixes: bool,
 

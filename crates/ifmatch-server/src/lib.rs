@@ -40,8 +40,8 @@
 //! token>` ([`auth`]): the operator key ([`ServerConfig::api_key`]; without
 //! one the server only listens on a loopback address, see [`bind`]), or a
 //! session token from `POST /v1/sessions` ([`sessions`]). A user reaches their
-//! own tenant database; objects, leases and idempotency keys are operator
-//! scope unless [`ServerConfig::user_prefixes`] lets users use
+//! own tenant database; objects, snapshots, leases and idempotency keys are
+//! operator scope unless [`ServerConfig::user_prefixes`] lets users use
 //! `users/<username>/...`. Registration is operator-only unless
 //! [`ServerConfig::open_registration`]. Errors are JSON ([`error`]).
 //!
@@ -106,8 +106,9 @@ pub struct ServerConfig {
     /// Whether anyone may register (`POST /v1/users` without credentials);
     /// otherwise only the operator may.
     pub open_registration: bool,
-    /// Whether session users may use objects, leases and idempotency keys
-    /// under `users/<username>/` (otherwise those are operator scope only).
+    /// Whether session users may use objects, snapshots, leases and
+    /// idempotency keys under `users/<username>/` (otherwise those are
+    /// operator scope only).
     pub user_prefixes: bool,
     /// How long a session token is accepted after login.
     pub session_ttl: Duration,
