@@ -17,6 +17,7 @@ mod snapshots;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ifmatch::DynStore;
 use ifmatch::clock::ManualClock;
 use ifmatch::store::memory::MemoryStore;
 use ifmatch_server::{AppState, ServerConfig};
@@ -56,13 +57,18 @@ pub fn config() -> (ServerConfig, Arc<ManualClock>, tempfile::TempDir) {
 impl Server {
     /// A server on a fresh memory store; `tweak` adjusts the configuration.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+        Self::start_on(Arc::new(MemoryStore::new()), tweak).await
+    }
+
+    /// A server on `store`; `tweak` adjusts the configuration.
+    pub async fn start_on(store: DynStore, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         let (mut config, clock, dir) = config();
         tweak(&mut config);
         let listener = ifmatch_server::bind("127.0.0.1:0".parse().unwrap(), &config)
             .await
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(Arc::new(MemoryStore::new()), config).unwrap();
+        let state = AppState::new(store, config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ifmatch_server::serve(listener, state.clone(), async {
             let _ = rx.await;

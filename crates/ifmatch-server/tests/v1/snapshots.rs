@@ -1,10 +1,63 @@
 //! `/v1/snapshots/{name}`: publish with preconditions, conditional reads
 //! (304), versions, rollback, the build lease, and per-user scope.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ifmatch::store::{
+    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
+};
+use ifmatch::{Result, Version};
 use reqwest::Method;
 use serde_json::json;
+use tokio::sync::{Notify, oneshot};
 
 use crate::{Server, json};
+
+/// A memory store that holds the first write of a snapshot head until
+/// released, so a test can let another publish land in between.
+#[derive(Debug)]
+struct HoldFirstHead {
+    inner: DynStore,
+    release: Mutex<Option<oneshot::Receiver<()>>>,
+    arrived: Notify,
+}
+
+#[async_trait]
+impl Store for HoldFirstHead {
+    fn describe(&self) -> String {
+        "hold-first-head".into()
+    }
+    async fn get(&self, key: &str) -> Result<Object> {
+        self.inner.get(key).await
+    }
+    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
+        self.inner.get_if_changed(key, known).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
+        let held = if key.ends_with("/head") {
+            self.release.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(release) = held {
+            self.arrived.notify_one();
+            let _ = release.await;
+        }
+        self.inner.put(key, body, opts).await
+    }
+    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
+        self.inner.delete(key, condition).await
+    }
+    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
+        self.inner.list(prefix, page).await
+    }
+}
 
 /// The status, ETag and body bytes of a response.
 async fn raw(r: reqwest::Response) -> (u16, Option<String>, Vec<u8>) {
@@ -345,5 +398,43 @@ async fn users_have_their_own_snapshots() {
     )
     .await;
     assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
+    s.shutdown().await;
+}
+
+/// A PUT whose publish loses to an upload that reached the server later is
+/// told it was superseded (200), and the later upload is current.
+#[tokio::test]
+async fn a_publish_overtaken_by_a_later_upload_is_superseded() {
+    let (release, held) = oneshot::channel();
+    let store = Arc::new(HoldFirstHead {
+        inner: Arc::new(ifmatch::store::memory::MemoryStore::new()),
+        release: Mutex::new(Some(held)),
+        arrived: Notify::new(),
+    });
+    let s = Server::start_on(store.clone(), |_| {}).await;
+    let first = tokio::spawn(s.op(Method::PUT, "/v1/snapshots/q").body("early").send());
+    // The first upload has built and is about to commit; a later one lands first.
+    store.arrived.notified().await;
+    s.clock.advance(Duration::from_secs(1));
+    let (st, b) = json(
+        s.op(Method::PUT, "/v1/snapshots/q")
+            .body("later")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((st, b["version"].as_u64()), (201, Some(1)), "{b}");
+    release.send(()).unwrap();
+    let r = first.await.unwrap().unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let (st, b) = json(r).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b,
+        json!({"name": "q", "outcome": "superseded", "version": 1, "etag": "\"1\""})
+    );
+    let r = s.op(Method::GET, "/v1/snapshots/q").send().await.unwrap();
+    assert_eq!(raw(r).await, (200, Some("\"1\"".into()), b"later".to_vec()));
     s.shutdown().await;
 }
