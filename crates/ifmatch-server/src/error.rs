@@ -132,19 +132,8 @@ pub enum ApiError {
         expires_in_ms: u64,
     },
     /// A fenced write whose token is older than the key's (409 `fenced`).
-    #[error(
-        "fenced write to '{key}' refused: token {token} is older than the token {stored} already used for it"
-    )]
-    Fenced {
-        /// The key.
-        key: String,
-        /// The token the write carried.
-        token: u64,
-        /// The newer token stored with the key.
-        stored: u64,
-        /// The key's current version.
-        current: Version,
-    },
+    #[error(transparent)]
+    Fenced(ifmatch::fence::Fenced),
     /// Any other refusal, with its own status and kind.
     #[error("{message}")]
     Refused {
@@ -300,9 +289,12 @@ impl ApiError {
             ApiError::LeaseHeld { name, .. } => {
                 (StatusCode::CONFLICT, "lease_held", Some(name), None)
             }
-            ApiError::Fenced { key, current, .. } => {
-                (StatusCode::CONFLICT, "fenced", Some(key), Some(current))
-            }
+            ApiError::Fenced(f) => (
+                StatusCode::CONFLICT,
+                "fenced",
+                Some(&f.key),
+                Some(&f.current),
+            ),
             ApiError::Refused {
                 status, kind, key, ..
             } => (*status, *kind, key.as_deref(), None),

@@ -15,6 +15,7 @@
 use bytes::Bytes;
 use http::HeaderMap;
 use ifmatch::fence::{self, FencedWriteError};
+use ifmatch::lease::FenceError;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::Metadata;
 use ifmatch::update::UpdateError;
@@ -62,24 +63,14 @@ fn allows(pre: &Preconditions, require: bool) -> impl Fn(Option<&Version>) -> bo
 /// The answer to a fenced write that did not land.
 fn refusal(e: FencedWriteError, pre: &Preconditions, require: bool) -> ApiError {
     match e {
-        FencedWriteError::Fenced {
-            key,
-            token,
-            stored,
-            current,
-        } => ApiError::Fenced {
-            key,
-            token,
-            stored,
-            current,
-        },
+        FencedWriteError::Fenced(f) => ApiError::Fenced(f),
         FencedWriteError::Precondition { key, current } if require && pre.is_empty() => {
             ApiError::PreconditionRequired { key, current }
         }
         FencedWriteError::Precondition { key, current } => {
             ApiError::PreconditionFailed { key, current }
         }
-        FencedWriteError::Conflict { key, .. } => ApiError::Conflict {
+        FencedWriteError::Fence(FenceError::Conflict { key, .. }) => ApiError::Conflict {
             message: format!(
                 "conflict on key '{key}': other writers kept winning until the retry budget ran out"
             ),

@@ -43,24 +43,30 @@ use crate::retry::RetryPolicy;
 use crate::store::{Condition, Metadata, Object, ObjectMeta, PutOptions, Store, Version};
 use crate::update::{Decision, UpdateError, Updated};
 
+/// A write refused because the key was written with a newer token: the
+/// writer's lease is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "fenced write to '{key}' refused: token {token} is older than the token {stored} already used for it"
+)]
+pub struct Fenced {
+    /// The key.
+    pub key: String,
+    /// The token the write carried.
+    pub token: u64,
+    /// The newer token stored with the value.
+    pub stored: u64,
+    /// The key's current version.
+    pub current: Version,
+}
+
 /// Why a fenced write did not land.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FencedWriteError {
-    /// The key was written with a newer token: the writer's lease is gone.
-    #[error(
-        "fenced write to '{key}' refused: token {token} is older than the token {stored} already used for it"
-    )]
-    Fenced {
-        /// The key.
-        key: String,
-        /// The token the write carried.
-        token: u64,
-        /// The newer token stored with the value.
-        stored: u64,
-        /// The key's current version.
-        current: Version,
-    },
+    /// The key was written with a newer token.
+    #[error(transparent)]
+    Fenced(Fenced),
     /// The caller's precondition does not hold at the key's current version.
     #[error("precondition failed on key '{key}'")]
     Precondition {
@@ -69,22 +75,11 @@ pub enum FencedWriteError {
         /// Its current version (`None`: absent).
         current: Option<Version>,
     },
-    /// Other writers kept winning until the retry budget ran out.
-    #[error("fenced write to '{key}' gave up after {attempts} attempts lost to other writers")]
-    Conflict {
-        /// The key.
-        key: String,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The stored token or fencing header is malformed.
-    #[error("fenced value '{key}': bad fencing header or token: {found:?}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What was found.
-        found: String,
-    },
+    /// Other writers kept winning until the retry budget ran out
+    /// ([`FenceError::Conflict`]), or the stored token or fencing header is
+    /// malformed ([`FenceError::Corrupt`]).
+    #[error(transparent)]
+    Fence(FenceError),
     /// The store failed (non-retryable, retryable beyond the budget, or an
     /// outcome that stayed unknown: [`Error::Ambiguous`]).
     #[error(transparent)]
@@ -95,10 +90,10 @@ impl FencedWriteError {
     /// The classification, for exit codes and HTTP statuses.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            FencedWriteError::Fenced { .. }
+            FencedWriteError::Fenced(_)
             | FencedWriteError::Precondition { .. }
-            | FencedWriteError::Conflict { .. } => crate::ErrorKind::Conflict,
-            FencedWriteError::Corrupt { .. } => crate::ErrorKind::Other,
+            | FencedWriteError::Fence(FenceError::Conflict { .. }) => crate::ErrorKind::Conflict,
+            FencedWriteError::Fence(_) => crate::ErrorKind::Other,
             FencedWriteError::Store(e) => e.kind(),
         }
     }
@@ -107,9 +102,8 @@ impl FencedWriteError {
 impl From<FenceError> for FencedWriteError {
     fn from(e: FenceError) -> Self {
         match e {
-            FenceError::Corrupt { key, found } => FencedWriteError::Corrupt { key, found },
             FenceError::Store(e) => FencedWriteError::Store(e),
-            other => FencedWriteError::Store(Error::msg(other.to_string())),
+            other => FencedWriteError::Fence(other),
         }
     }
 }
@@ -154,12 +148,12 @@ fn stored_token(meta: &ObjectMeta) -> Result<Option<u64>, FencedWriteError> {
 /// Refuses a write with `token` over a value stored with a newer one.
 fn check_token(meta: &ObjectMeta, token: u64) -> Result<(), FencedWriteError> {
     match stored_token(meta)? {
-        Some(stored) if stored > token => Err(FencedWriteError::Fenced {
+        Some(stored) if stored > token => Err(FencedWriteError::Fenced(Fenced {
             key: meta.key.clone(),
             token,
             stored,
             current: meta.version.clone(),
-        }),
+        })),
         _ => Ok(()),
     }
 }
@@ -198,10 +192,43 @@ fn give_up(
     }
     match transient {
         Some(e) => FencedWriteError::Store(e),
-        None => FencedWriteError::Conflict {
+        None => FencedWriteError::Fence(FenceError::Conflict {
             key: key.to_string(),
             attempts,
+        }),
+    }
+}
+
+/// What a fenced loop does with the store's answer to its write.
+enum Answer<T> {
+    /// It landed.
+    Done(T),
+    /// Try again: a lost race, a lost response (`lost`: the write may land
+    /// yet) or a transient error.
+    Again {
+        lost: bool,
+        transient: Option<Error>,
+    },
+    /// Give up with this error.
+    Failed(Error),
+}
+
+fn answer<T>(result: Result<T, Error>) -> Answer<T> {
+    match result {
+        Ok(v) => Answer::Done(v),
+        Err(Error::Conflict { .. } | Error::NotFound { .. }) => Answer::Again {
+            lost: false,
+            transient: None,
         },
+        Err(Error::Ambiguous { .. }) => Answer::Again {
+            lost: true,
+            transient: None,
+        },
+        Err(e) if e.is_retryable() => Answer::Again {
+            lost: false,
+            transient: Some(e),
+        },
+        Err(e) => Answer::Failed(e),
     }
 }
 
@@ -263,15 +290,13 @@ where
             metadata: metadata.clone(),
             expires_at: None,
         };
-        let transient = match store.put(key, stored.clone(), opts).await {
-            Ok(version) => return Ok(FencedWrite { version, created }),
-            Err(Error::Conflict { .. } | Error::NotFound { .. }) => None,
-            Err(Error::Ambiguous { .. }) => {
-                ambiguous = true;
-                None
+        let transient = match answer(store.put(key, stored.clone(), opts).await) {
+            Answer::Done(version) => return Ok(FencedWrite { version, created }),
+            Answer::Again { lost, transient } => {
+                ambiguous |= lost;
+                transient
             }
-            Err(e) if e.is_retryable() => Some(e),
-            Err(e) => return Err(FencedWriteError::Store(e)),
+            Answer::Failed(e) => return Err(e.into()),
         };
         if !attempts.backoff().await {
             // A last look: a lost write may have landed in the meantime.
@@ -325,18 +350,16 @@ where
             return Ok(false);
         };
         check_token(&meta, token)?;
-        let transient = match store
+        let deleted = store
             .delete(key, Condition::Matches(meta.version.clone()))
-            .await
-        {
-            Ok(()) => return Ok(true),
-            Err(Error::Conflict { .. } | Error::NotFound { .. }) => None,
-            Err(Error::Ambiguous { .. }) => {
-                ambiguous = true;
-                None
+            .await;
+        let transient = match answer(deleted) {
+            Answer::Done(()) => return Ok(true),
+            Answer::Again { lost, transient } => {
+                ambiguous |= lost;
+                transient
             }
-            Err(e) if e.is_retryable() => Some(e),
-            Err(e) => return Err(FencedWriteError::Store(e)),
+            Answer::Failed(e) => return Err(e.into()),
         };
         if !attempts.backoff().await {
             if ambiguous && head(store, key, policy).await?.is_none() {

@@ -4,15 +4,12 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{Server, json};
+use crate::{Server, call, json};
 
 async fn sql(s: &Server, token: &str, statements: Value) -> Value {
-    let (st, b) = json(
+    let (st, b) = call(
         s.as_user(token, Method::POST, "/v1/db")
-            .json(&json!({"statements": statements}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"statements": statements})),
     )
     .await;
     assert_eq!(st, 200, "{b}");
@@ -67,13 +64,7 @@ async fn export_import_and_info() {
     assert!(file.starts_with(b"SQLite format 3\0"));
     assert_eq!(notes_in(&file), ["front", "back"]);
     // Not another user's; the operator names any tenant (and must name one).
-    let (st, _) = json(
-        s.as_user(&bob, Method::GET, "/v1/db/export?tenant=alice")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.as_user(&bob, Method::GET, "/v1/db/export?tenant=alice")).await;
     assert_eq!(st, 403);
     let r = s
         .op(Method::GET, "/v1/db/export?tenant=alice")
@@ -82,28 +73,16 @@ async fn export_import_and_info() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), file);
-    let (st, e) = json(s.op(Method::GET, "/v1/db/export").send().await.unwrap()).await;
+    let (st, e) = call(s.op(Method::GET, "/v1/db/export")).await;
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")), "{e}");
-    let (st, e) = json(
-        s.as_user(&bob, Method::GET, "/v1/db/export")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.as_user(&bob, Method::GET, "/v1/db/export")).await;
     assert_eq!(
         (st, e["error"].as_str(), e["key"].as_str()),
         (404, Some("not_found"), Some("bob"))
     );
 
     // Info.
-    let (st, info) = json(
-        s.as_user(&alice, Method::GET, "/v1/db/info")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, info) = call(s.as_user(&alice, Method::GET, "/v1/db/info")).await;
     assert_eq!(st, 200, "{info}");
     assert_eq!(info["tenant"], "alice");
     assert!(info["seq"].as_u64().unwrap() >= 1, "{info}");

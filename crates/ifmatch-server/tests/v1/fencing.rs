@@ -7,16 +7,13 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{Server, json};
+use crate::{Server, call};
 
 /// Acquires lease `name` for `ttl` seconds; returns its fencing token.
 async fn token(s: &Server, name: &str, ttl: u64) -> u64 {
-    let (st, l) = json(
+    let (st, l) = call(
         s.op(Method::POST, &format!("/v1/leases/{name}"))
-            .json(&json!({"ttl": ttl}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"ttl": ttl})),
     )
     .await;
     assert_eq!(st, 201, "{l}");
@@ -61,7 +58,7 @@ async fn an_older_token_is_fenced_off() {
         fenced(&s, Method::DELETE, "report.json", old),
     ];
     for req in attempts {
-        let (st, e) = json(req.send().await.unwrap()).await;
+        let (st, e) = call(req).await;
         assert_eq!(st, 409, "{e}");
         assert_eq!(e["error"], "fenced");
         assert_eq!(e["key"], "report.json");
@@ -88,13 +85,10 @@ async fn an_older_token_is_fenced_off() {
     assert_eq!(r.headers()["content-length"], "12");
 
     // The new holder patches (fenced) and deletes.
-    let (st, v): (u16, Value) = json(
+    let (st, v): (u16, Value) = call(
         fenced(&s, Method::PATCH, "report.json", new)
             .header("content-type", "application/merge-patch+json")
-            .body(r#"{"done":true}"#)
-            .send()
-            .await
-            .unwrap(),
+            .body(r#"{"done":true}"#),
     )
     .await;
     assert_eq!(st, 200, "{v}");
@@ -132,13 +126,10 @@ async fn preconditions_and_bad_tokens() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
-    let (st, e) = json(
+    let (st, e) = call(
         fenced(&s, Method::PUT, "k", t)
             .header("If-None-Match", "*")
-            .body("b")
-            .send()
-            .await
-            .unwrap(),
+            .body("b"),
     )
     .await;
     assert_eq!(
@@ -155,25 +146,19 @@ async fn preconditions_and_bad_tokens() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // A stale If-Match: 412 naming the current ETag.
-    let (st, _) = json(
+    let (st, _) = call(
         fenced(&s, Method::PUT, "k", t)
             .header("If-Match", &etag)
-            .body("d")
-            .send()
-            .await
-            .unwrap(),
+            .body("d"),
     )
     .await;
     assert_eq!(st, 412);
     // A token that is not a number.
     for bad in ["", "-1", "12a", "99999999999999999999999"] {
-        let (st, e) = json(
+        let (st, e) = call(
             s.op(Method::PUT, "/v1/objects/k")
                 .header("Fencing-Token", bad)
-                .body("e")
-                .send()
-                .await
-                .unwrap(),
+                .body("e"),
         )
         .await;
         assert_eq!(
@@ -205,20 +190,13 @@ async fn require_preconditions_applies_to_fenced_writes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "creating needs no precondition");
-    let (st, e) = json(
-        fenced(&s, Method::PUT, "k", t)
-            .body("b")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(fenced(&s, Method::PUT, "k", t).body("b")).await;
     assert_eq!(
         (st, e["error"].as_str()),
         (428, Some("precondition_required")),
         "{e}"
     );
-    let (st, _) = json(fenced(&s, Method::DELETE, "k", t).send().await.unwrap()).await;
+    let (st, _) = call(fenced(&s, Method::DELETE, "k", t)).await;
     assert_eq!(st, 428);
     s.shutdown().await;
 }

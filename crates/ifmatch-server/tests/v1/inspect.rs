@@ -6,38 +6,23 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::{Server, json};
+use crate::{Server, call, json};
 
 #[tokio::test]
 async fn a_lease_shows_its_holder_token_and_expiry_but_not_its_owner() {
     let s = Server::start(|_| {}).await;
-    let (st, e) = json(
-        s.op(Method::GET, "/v1/leases/nightly")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.op(Method::GET, "/v1/leases/nightly")).await;
     assert_eq!(
         (st, e["error"].as_str(), e["key"].as_str()),
         (404, Some("not_found"), Some("nightly"))
     );
-    let (_, lease) = json(
+    let (_, lease) = call(
         s.op(Method::POST, "/v1/leases/nightly")
-            .json(&json!({"ttl": 30}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"ttl": 30})),
     )
     .await;
     s.clock.advance(Duration::from_secs(10));
-    let (st, info) = json(
-        s.op(Method::GET, "/v1/leases/nightly")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, info) = call(s.op(Method::GET, "/v1/leases/nightly")).await;
     assert_eq!(st, 200, "{info}");
     assert_eq!(info["name"], "nightly");
     assert_eq!(info["holder"], lease["holder"]);
@@ -58,13 +43,7 @@ async fn a_lease_shows_its_holder_token_and_expiry_but_not_its_owner() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let (_, info) = json(
-        s.op(Method::GET, "/v1/leases/nightly")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, info) = call(s.op(Method::GET, "/v1/leases/nightly")).await;
     assert_eq!(
         (info["released"].as_bool(), info["expires_in_ms"].as_u64()),
         (Some(true), Some(0))
@@ -77,17 +56,14 @@ async fn a_lease_shows_its_holder_token_and_expiry_but_not_its_owner() {
 async fn an_idempotency_record_shows_state_hash_and_result() {
     let s = Server::start(|_| {}).await;
     let path = "/v1/idempotency/shots/r-1";
-    let (st, _) = json(s.op(Method::GET, path).send().await.unwrap()).await;
+    let (st, _) = call(s.op(Method::GET, path)).await;
     assert_eq!(st, 404);
-    let (_, claim) = json(
+    let (_, claim) = call(
         s.op(Method::POST, path)
-            .json(&json!({"payload": {"url": "https://example.com"}}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"payload": {"url": "https://example.com"}})),
     )
     .await;
-    let (st, info) = json(s.op(Method::GET, path).send().await.unwrap()).await;
+    let (st, info) = call(s.op(Method::GET, path)).await;
     assert_eq!(st, 200, "{info}");
     assert_eq!(info["key"], "shots/r-1");
     assert_eq!(info["state"], "in_progress");
@@ -105,7 +81,7 @@ async fn an_idempotency_record_shows_state_hash_and_result() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, info) = json(s.op(Method::GET, path).send().await.unwrap()).await;
+    let (_, info) = call(s.op(Method::GET, path)).await;
     assert_eq!(info["state"], "completed");
     assert_eq!(info["result"], json!({"png": "shots/r-1.png"}));
     s.shutdown().await;
@@ -115,13 +91,7 @@ async fn an_idempotency_record_shows_state_hash_and_result() {
 async fn users_inspect_only_their_own_records() {
     let s = Server::start(|c| c.user_prefixes = true).await;
     let alice = s.user("alice", "correct horse").await;
-    let (st, _) = json(
-        s.as_user(&alice, Method::POST, "/v1/leases/users/alice/job")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.as_user(&alice, Method::POST, "/v1/leases/users/alice/job")).await;
     assert_eq!(st, 201);
     let get = |path: &'static str| s.as_user(&alice, Method::GET, path).send();
     assert_eq!(

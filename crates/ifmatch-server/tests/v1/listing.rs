@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{Server, json};
+use crate::{Server, call, json};
 
 /// Writes `key` with `body` as `token` would, returning the ETag.
 async fn put(s: &Server, token: Option<&str>, key: &str, body: &'static str) -> String {
@@ -104,26 +104,14 @@ async fn users_list_only_their_own_prefix() {
         );
     }
     // The operator sees everyone's.
-    let (_, p) = json(
-        s.op(Method::GET, "/v1/objects?prefix=users/")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, p) = call(s.op(Method::GET, "/v1/objects?prefix=users/")).await;
     assert!(keys(&p).contains(&"users/bob/notes/1"), "{p}");
     s.shutdown().await;
 
     // Without per-user prefixes a user may not list at all.
     let s = Server::start(|_| {}).await;
     let alice = s.user("alice", "correct horse").await;
-    let (st, _) = json(
-        s.as_user(&alice, Method::GET, "/v1/objects")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.as_user(&alice, Method::GET, "/v1/objects")).await;
     assert_eq!(st, 403);
     s.shutdown().await;
 }

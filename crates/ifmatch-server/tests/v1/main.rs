@@ -131,6 +131,11 @@ impl Server {
     }
 }
 
+/// Sends `req`; the status and JSON body of the response (see [`json`]).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    json(req.send().await.unwrap()).await
+}
+
 /// The status and JSON body of a response (`Null` for an empty body).
 pub async fn json(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();

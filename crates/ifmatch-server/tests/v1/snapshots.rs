@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
-use crate::{Server, json};
+use crate::{Server, call, json};
 
 /// A memory store that holds the first write of a snapshot head until
 /// released, so a test can let another publish land in between.
@@ -90,14 +90,7 @@ async fn publish_poll_versions_and_rollback() {
         b,
         json!({"name": "quotes", "outcome": "published", "version": 1, "etag": "\"1\""})
     );
-    let (st, e) = json(
-        put("again")
-            .header("If-None-Match", "*")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(put("again").header("If-None-Match", "*")).await;
     assert_eq!(st, 412, "{e}");
     assert_eq!(e["error"], "precondition_failed");
     assert_eq!(
@@ -127,23 +120,9 @@ async fn publish_poll_versions_and_rollback() {
     );
 
     // Publish over version 1 only: lands as 2; a second builder that started from 1 gets 412.
-    let (st, b) = json(
-        put(r#"{"v":2}"#)
-            .header("If-Match", "\"1\"")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, b) = call(put(r#"{"v":2}"#).header("If-Match", "\"1\"")).await;
     assert_eq!((st, b["version"].as_u64()), (201, Some(2)), "{b}");
-    let (st, e) = json(
-        put("late")
-            .header("If-Match", "\"1\"")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(put("late").header("If-Match", "\"1\"")).await;
     assert_eq!(st, 412, "{e}");
     assert_eq!(e["current_etag"], "\"2\"");
     // The poller sees the change.
@@ -152,12 +131,9 @@ async fn publish_poll_versions_and_rollback() {
         (200, Some("\"2\"".into()), br#"{"v":2}"#.to_vec())
     );
     // If-Match on a read: 412 naming the current version.
-    let (st, e) = json(
+    let (st, e) = call(
         s.op(Method::GET, "/v1/snapshots/quotes")
-            .header("If-Match", "\"1\"")
-            .send()
-            .await
-            .unwrap(),
+            .header("If-Match", "\"1\""),
     )
     .await;
     assert_eq!(
@@ -167,13 +143,7 @@ async fn publish_poll_versions_and_rollback() {
     );
 
     // Versions, newest first; an old one by number.
-    let (st, v) = json(
-        s.op(Method::GET, "/v1/snapshots/quotes/versions")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, v) = call(s.op(Method::GET, "/v1/snapshots/quotes/versions")).await;
     assert_eq!(st, 200, "{v}");
     let nums: Vec<u64> = v["versions"]
         .as_array()
@@ -193,33 +163,18 @@ async fn publish_poll_versions_and_rollback() {
         raw(r).await,
         (200, Some("\"1\"".into()), br#"{"v":1}"#.to_vec())
     );
-    let (st, e) = json(
-        s.op(Method::GET, "/v1/snapshots/quotes/versions/9")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.op(Method::GET, "/v1/snapshots/quotes/versions/9")).await;
     assert_eq!(
         (st, e["error"].as_str(), e["key"].as_str()),
         (404, Some("not_found"), Some("quotes"))
     );
-    let (st, _) = json(
-        s.op(Method::GET, "/v1/snapshots/quotes/versions/x")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.op(Method::GET, "/v1/snapshots/quotes/versions/x")).await;
     assert_eq!(st, 400);
 
     // Roll back to 1: republished as 3.
-    let (st, b) = json(
+    let (st, b) = call(
         s.op(Method::POST, "/v1/snapshots/quotes/rollback")
-            .json(&json!({"version": 1}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"version": 1})),
     )
     .await;
     assert_eq!(st, 201, "{b}");
@@ -231,32 +186,17 @@ async fn publish_poll_versions_and_rollback() {
         raw(poll("\"2\"").await.unwrap()).await,
         (200, Some("\"3\"".into()), br#"{"v":1}"#.to_vec())
     );
-    let (st, _) = json(
+    let (st, _) = call(
         s.op(Method::POST, "/v1/snapshots/quotes/rollback")
-            .json(&json!({"version": 42}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"version": 42})),
     )
     .await;
     assert_eq!(st, 404);
 
     // Nothing published, a bad name.
-    let (st, e) = json(
-        s.op(Method::GET, "/v1/snapshots/nothing")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.op(Method::GET, "/v1/snapshots/nothing")).await;
     assert_eq!((st, e["error"].as_str()), (404, Some("not_found")), "{e}");
-    let (st, e) = json(
-        s.op(Method::GET, "/v1/snapshots/a%20b")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.op(Method::GET, "/v1/snapshots/a%20b")).await;
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")), "{e}");
     s.shutdown().await;
 }
@@ -264,38 +204,23 @@ async fn publish_poll_versions_and_rollback() {
 #[tokio::test]
 async fn the_build_lease_coalesces_builders() {
     let s = Server::start(|_| {}).await;
-    let (st, a) = json(
+    let (st, a) = call(
         s.op(Method::POST, "/v1/snapshots/quotes/build")
-            .json(&json!({"ttl": 60}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"ttl": 60})),
     )
     .await;
     assert_eq!(st, 201, "{a}");
     assert_eq!(a["name"], "snapshot-build/quotes");
     let owner = a["owner"].as_str().unwrap().to_string();
     // A second builder is told someone is building (and by whom, as a fingerprint).
-    let (st, e) = json(
-        s.op(Method::POST, "/v1/snapshots/quotes/build")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.op(Method::POST, "/v1/snapshots/quotes/build")).await;
     assert_eq!(st, 409, "{e}");
     assert_eq!(
         (e["error"].as_str(), &e["holder"]),
         (Some("lease_held"), &a["holder"])
     );
     // It is the lease the Rust LeaseBuildGuard takes: visible under /v1/leases.
-    let (st, l) = json(
-        s.op(Method::GET, "/v1/leases/snapshot-build/quotes")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, l) = call(s.op(Method::GET, "/v1/leases/snapshot-build/quotes")).await;
     assert_eq!((st, l["token"].as_u64()), (200, a["token"].as_u64()), "{l}");
     // Only the owner gives it back.
     let release = |owner: &str| {
@@ -307,13 +232,7 @@ async fn the_build_lease_coalesces_builders() {
     assert_eq!((st, e["error"].as_str()), (409, Some("not_owner")), "{e}");
     let (st, _) = json(release(&owner).await.unwrap()).await;
     assert_eq!(st, 204);
-    let (st, _) = json(
-        s.op(Method::POST, "/v1/snapshots/quotes/build")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.op(Method::POST, "/v1/snapshots/quotes/build")).await;
     assert_eq!(st, 201);
     s.shutdown().await;
 }
@@ -341,23 +260,12 @@ async fn users_have_their_own_snapshots() {
         (200, Some("\"2\"".into()), b"b2".to_vec())
     );
     // The operator's "deck" is a third one; the user's lives under their prefix.
-    let (st, _) = json(
-        s.op(Method::GET, "/v1/snapshots/deck")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, _) = call(s.op(Method::GET, "/v1/snapshots/deck")).await;
     assert_eq!(st, 404);
-    let (st, l) = json(
-        s.op(
-            Method::GET,
-            "/v1/objects?prefix=users/alice/snapshots/deck/head",
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
+    let (st, l) = call(s.op(
+        Method::GET,
+        "/v1/objects?prefix=users/alice/snapshots/deck/head",
+    ))
     .await;
     assert_eq!(st, 200, "{l}");
     assert_eq!(
@@ -365,24 +273,13 @@ async fn users_have_their_own_snapshots() {
         "{l}"
     );
     // A user's build lease is under their prefix too.
-    let (st, l) = json(
-        s.as_user(&alice, Method::POST, "/v1/snapshots/deck/build")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, l) = call(s.as_user(&alice, Method::POST, "/v1/snapshots/deck/build")).await;
     assert_eq!(st, 201, "{l}");
-    let (st, _) = json(
-        s.as_user(
-            &alice,
-            Method::GET,
-            "/v1/leases/users/alice/snapshot-build/deck",
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
+    let (st, _) = call(s.as_user(
+        &alice,
+        Method::GET,
+        "/v1/leases/users/alice/snapshot-build/deck",
+    ))
     .await;
     assert_eq!(st, 200);
     s.shutdown().await;
@@ -390,13 +287,7 @@ async fn users_have_their_own_snapshots() {
     // Without per-user prefixes, snapshots are the operator's.
     let s = Server::start(|_| {}).await;
     let alice = s.user("alice", "correct horse").await;
-    let (st, e) = json(
-        s.as_user(&alice, Method::GET, "/v1/snapshots/deck")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, e) = call(s.as_user(&alice, Method::GET, "/v1/snapshots/deck")).await;
     assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
     s.shutdown().await;
 }
@@ -416,14 +307,7 @@ async fn a_publish_overtaken_by_a_later_upload_is_superseded() {
     // The first upload has built and is about to commit; a later one lands first.
     store.arrived.notified().await;
     s.clock.advance(Duration::from_secs(1));
-    let (st, b) = json(
-        s.op(Method::PUT, "/v1/snapshots/q")
-            .body("later")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, b) = call(s.op(Method::PUT, "/v1/snapshots/q").body("later")).await;
     assert_eq!((st, b["version"].as_u64()), (201, Some(1)), "{b}");
     release.send(()).unwrap();
     let r = first.await.unwrap().unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ifmatch::clock::{DynClock, ManualClock, SharedRng};
-use ifmatch::fence::{self, FencedWriteError};
+use ifmatch::fence::{self, Fenced, FencedWriteError};
 use ifmatch::lease::{fenced_get, fenced_put};
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::fault::{FaultConfig, FaultStore};
@@ -60,12 +60,12 @@ async fn put_refuses_older_tokens_and_honours_the_precondition() {
         let w6 = put(&store, "f/put", "from 6", 6).await.unwrap();
         // An older token is refused, naming both tokens and the current version.
         match put(&store, "f/put", "stale", 5).await.unwrap_err() {
-            FencedWriteError::Fenced {
+            FencedWriteError::Fenced(Fenced {
                 key,
                 token,
                 stored,
                 current,
-            } => {
+            }) => {
                 assert_eq!((key.as_str(), token, stored), ("f/put", 5, 6), "{name}");
                 assert_eq!(current, w6.version, "{name}");
             }
@@ -123,7 +123,7 @@ async fn fence_and_lease_fenced_put_share_one_format() {
         .unwrap();
         assert!(matches!(
             put(&store, "f/mix", "older", 8).await,
-            Err(FencedWriteError::Fenced { stored: 9, .. })
+            Err(FencedWriteError::Fenced(Fenced { stored: 9, .. }))
         ));
         put(&store, "f/mix", "fence", 10).await.unwrap();
         let err = fenced_put(&*store, "f/mix", "x".into(), 9, Metadata::new(), &policy(2))
@@ -155,7 +155,7 @@ async fn delete_refuses_older_tokens() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, FencedWriteError::Fenced { stored: 6, .. }),
+            matches!(err, FencedWriteError::Fenced(Fenced { stored: 6, .. })),
             "{name}: {err:?}"
         );
         assert!(store.head("f/del").await.is_ok(), "{name}");
@@ -219,11 +219,11 @@ async fn update_works_on_the_value_without_its_header() {
         assert!(
             matches!(
                 *fenced,
-                FencedWriteError::Fenced {
+                FencedWriteError::Fenced(Fenced {
                     token: 3,
                     stored: 4,
                     ..
-                }
+                })
             ),
             "{name}"
         );
@@ -277,7 +277,7 @@ async fn lost_responses_are_resolved_by_the_write_id() {
     assert_eq!(fenced_get(&*inner, "f/lost").await.unwrap().body, "two");
     assert!(matches!(
         put(&faulty, "f/lost", "old", 1).await,
-        Err(FencedWriteError::Fenced { .. })
+        Err(FencedWriteError::Fenced(_))
     ));
     assert!(
         fence::delete(&*faulty, "f/lost", 2, &policy(1), any)
