@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ifmatch::store::{
-    Condition, DynStore, Fetch, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
-};
+use ifmatch::store::{DynStore, PutOptions, Store, intercept};
 use ifmatch::{Result, Version};
 use reqwest::Method;
 use serde_json::json;
@@ -26,18 +24,9 @@ struct HoldFirstHead {
 }
 
 #[async_trait]
-impl Store for HoldFirstHead {
-    fn describe(&self) -> String {
-        "hold-first-head".into()
-    }
-    async fn get(&self, key: &str) -> Result<Object> {
-        self.inner.get(key).await
-    }
-    async fn get_if_changed(&self, key: &str, known: &Version) -> Result<Fetch> {
-        self.inner.get_if_changed(key, known).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.inner.head(key).await
+impl intercept::Intercept for HoldFirstHead {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<Version> {
         let held = if key.ends_with("/head") {
@@ -50,12 +39,6 @@ impl Store for HoldFirstHead {
             let _ = release.await;
         }
         self.inner.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &str, condition: Condition) -> Result<()> {
-        self.inner.delete(key, condition).await
-    }
-    async fn list(&self, prefix: &str, page: ListPage) -> Result<ListResult> {
-        self.inner.list(prefix, page).await
     }
 }
 
