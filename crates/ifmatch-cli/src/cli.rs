@@ -140,11 +140,13 @@ Example:
     /// List keys that start with a prefix, one per line.
     #[command(long_about = "\
 List the keys that start with PREFIX (all keys without one), one per line.
-With --long each line is KEY, VERSION and SIZE separated by tabs. Follows
-the store's continuation tokens to the end, or stops after --limit keys.
+With --long each line is KEY, VERSION and SIZE separated by tabs; with --json
+the output is one JSON array of {\"key\", \"version\", \"size\"} objects.
+Follows the store's continuation tokens to the end, or stops after --limit keys.
 
-Example:
-  ifmatch ls jobs/ --long")]
+Examples:
+  ifmatch ls jobs/ --long
+  ifmatch ls jobs/ --json | jq -r '.[].key'")]
     Ls(LsArgs),
 
     /// Check that the store really enforces conditional writes.
@@ -222,7 +224,7 @@ Example:
     )]
     Snapshot(crate::snapshot::SnapshotCommand),
 
-    /// Tenant databases: export, import, query, stats.
+    /// Tenant databases: export, import, query, exec, stats.
     #[command(subcommand)]
     Db(crate::db::DbCommand),
 
@@ -262,14 +264,17 @@ Examples:
   ifmatch gc --limit 1000 --json")]
     Gc(crate::gc::GcArgs),
 
-    /// Serve the store over HTTP: objects with ETags, leases, idempotency, accounts, tenant SQL.
+    /// Serve the store over HTTP: objects with ETags, snapshots, leases, idempotency, accounts, tenant databases.
     #[command(long_about = "\
 Serve the store given with --store over HTTP: GET/HEAD/PUT/PATCH/DELETE of
 /v1/objects/KEY with strong ETags and RFC 9110 preconditions (If-Match,
-If-None-Match); leases (/v1/leases/NAME), idempotency keys
-(/v1/idempotency/KEY), accounts and sessions (/v1/users, /v1/sessions,
-/v1/me) and per-user SQL databases (POST /v1/db); plus /healthz, /metrics
-(Prometheus) and /openapi.json.
+If-None-Match) and lease fencing tokens (Fencing-Token), listing
+(GET /v1/objects?prefix=), snapshots (/v1/snapshots/NAME), leases
+(/v1/leases/NAME), idempotency keys (/v1/idempotency/KEY), accounts and
+sessions (/v1/users, /v1/sessions, /v1/me) and per-user SQL databases
+(POST /v1/db, /v1/db/export, /v1/db/import, /v1/db/info); plus /healthz,
+/metrics (Prometheus) and /openapi.json. docs/CLIENTS.md shows them from
+Java, Node.js and Python.
 
 Every /v1 request sends 'Authorization: Bearer TOKEN': the operator key
 (--api-key or IFMATCH_API_KEY) or a session token from POST /v1/sessions.
@@ -322,7 +327,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub open_registration: bool,
 
-    /// Let session users use objects, leases and idempotency keys under users/ACCOUNT_ID/ (otherwise those are operator-only).
+    /// Let session users use objects, snapshots, leases and idempotency keys under users/ACCOUNT_ID/ (otherwise those are operator-only).
     #[arg(long)]
     pub user_prefixes: bool,
 
@@ -443,8 +448,12 @@ pub struct LsArgs {
     pub prefix: String,
 
     /// Print KEY<TAB>VERSION<TAB>SIZE instead of the key alone.
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', conflicts_with = "json")]
     pub long: bool,
+
+    /// Print one JSON array of {"key", "version", "size"} objects.
+    #[arg(long)]
+    pub json: bool,
 
     /// Stop after N keys.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

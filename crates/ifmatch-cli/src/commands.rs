@@ -80,13 +80,15 @@ pub async fn rm(store: &DynStore, args: &RmArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `ls [PREFIX]`: one key per line, following continuation tokens.
+/// `ls [PREFIX]`: one key per line (or a JSON array), following continuation tokens.
 pub async fn ls(store: &DynStore, args: &LsArgs) -> Result<(), Failure> {
     let policy = RetryPolicy::default();
     let mut remaining = args.limit.unwrap_or(u64::MAX);
     let mut token: Option<String> = None;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // JSON is written as it is listed: '[', the objects separated by ',', ']'.
+    let mut separator = "[";
     while remaining > 0 {
         let limit = remaining.min(args.page_size) as usize;
         let page = policy
@@ -101,7 +103,16 @@ pub async fn ls(store: &DynStore, args: &LsArgs) -> Result<(), Failure> {
             })
             .await?;
         for entry in page.entries.iter().take(limit) {
-            let line = if args.long {
+            let line = if args.json {
+                let object = serde_json::json!({
+                    "key": entry.key,
+                    "version": entry.version.as_str(),
+                    "size": entry.size,
+                });
+                let line = format!("{separator}{object}\n");
+                separator = ",";
+                line
+            } else if args.long {
                 format!("{}\t{}\t{}\n", entry.key, entry.version, entry.size)
             } else {
                 format!("{}\n", entry.key)
@@ -113,6 +124,10 @@ pub async fn ls(store: &DynStore, args: &LsArgs) -> Result<(), Failure> {
             Some(next) => token = Some(next),
             None => break,
         }
+    }
+    if args.json {
+        let end = if separator == "[" { "[]\n" } else { "]\n" };
+        out.write_all(end.as_bytes()).map_err(output_error)?;
     }
     out.flush().map_err(output_error)
 }

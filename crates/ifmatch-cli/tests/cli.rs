@@ -216,6 +216,28 @@ fn ls_lists_by_prefix_and_follows_tokens() {
 }
 
 #[test]
+fn ls_json_is_one_array_with_versions_and_sizes() {
+    let s = store();
+    assert_eq!(ok(run(&s, &["ls", "--json"])), "[]\n");
+    let v1 = put(&s, "a/1", b"one", &[]);
+    let v2 = put(&s, "a/2", b"three", &[]);
+    put(&s, "b/1", b"x", &[]);
+    let out = ok(run(&s, &["ls", "a/", "--json", "--page-size", "1"]));
+    let parsed: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(
+        parsed,
+        serde_json::json!([
+            {"key": "a/1", "version": v1, "size": 3},
+            {"key": "a/2", "version": v2, "size": 5},
+        ])
+    );
+    let out = ok(run(&s, &["ls", "--json", "--limit", "1"]));
+    let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 1);
+    assert_eq!(code(&run(&s, &["ls", "--json", "--long"])), 2);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let s = store();
     for args in [

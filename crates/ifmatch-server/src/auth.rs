@@ -170,21 +170,66 @@ impl Caller {
     /// idempotency keys are operator scope, except `users/<account id>/...`
     /// for a user when the server has per-user prefixes.
     pub fn check_scope(&self, state: &AppState, what: &str, key: &str) -> Result<(), ApiError> {
+        let prefix = self.own_prefix(state, what)?;
+        if prefix.is_empty() || (key.starts_with(&prefix) && key.len() > prefix.len()) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{what} '{key}' is outside your scope: use names under '{prefix}'"
+            )))
+        }
+    }
+
+    /// The key prefix of the caller's own `what`s: `""` (everything) for the
+    /// operator, the user's prefix for a user when the server has per-user
+    /// prefixes (403 otherwise). Snapshots and build leases of a user live
+    /// under it.
+    pub fn own_prefix(&self, state: &AppState, what: &str) -> Result<String, ApiError> {
         let Principal::User(user) = &self.0 else {
-            return Ok(());
+            return Ok(String::new());
         };
         if !state.config().user_prefixes {
             return Err(ApiError::Forbidden(format!(
                 "{what}s are operator scope on this server (it has no per-user prefixes)"
             )));
         }
-        let prefix = user.data_prefix();
-        if key.starts_with(&prefix) && key.len() > prefix.len() {
-            Ok(())
+        Ok(user.data_prefix())
+    }
+
+    /// The prefix a listing of `requested` may cover: `requested` for the
+    /// operator; for a user, `requested` narrowed to their own prefix (their
+    /// prefix itself when `requested` is empty or above it; 403 when it lies
+    /// outside it).
+    pub fn list_prefix(&self, state: &AppState, requested: &str) -> Result<String, ApiError> {
+        let own = self.own_prefix(state, "object")?;
+        if requested.starts_with(&own) {
+            Ok(requested.to_string())
+        } else if own.starts_with(requested) {
+            Ok(own)
         } else {
             Err(ApiError::Forbidden(format!(
-                "{what} '{key}' is outside your scope: use names under '{prefix}'"
+                "prefix '{requested}' is outside your scope: list under '{own}'"
             )))
+        }
+    }
+
+    /// The tenant database the caller reaches: a user their own, named by
+    /// their account id (they may name it by id or username; naming another
+    /// is 403); the operator must name one (400 without).
+    pub fn tenant(&self, requested: Option<String>) -> Result<String, ApiError> {
+        match (&self.0, requested) {
+            (Principal::User(user), None) => Ok(user.id.clone()),
+            (Principal::User(user), Some(t)) if t == user.id || t == user.username => {
+                Ok(user.id.clone())
+            }
+            (Principal::User(_), Some(_)) => Err(ApiError::Forbidden(
+                "a user reaches only their own tenant database".into(),
+            )),
+            (Principal::Operator, Some(t)) => Ok(t),
+            (Principal::Operator, None) => Err(ApiError::BadRequest(
+                "the operator must name the tenant (\"tenant\" in the body, or ?tenant= in the query)"
+                    .into(),
+            )),
         }
     }
 

@@ -17,6 +17,7 @@
 //! | `forbidden` | 403 | a session user outside their scope, or an operator-only route |
 //! | `lease_held` | 409 | another owner holds the lease (with `holder` and `expires_in_ms`) |
 //! | `not_owner` | 409 | renew or release by an owner that does not hold the lease |
+//! | `fenced` | 409 | a write whose `Fencing-Token` is older than the token already used for the key |
 //! | `in_progress` | 409 | an idempotency key claimed by another request, still running |
 //! | `not_claim_holder` | 409 | complete or abandon with a claim id that does not hold the key |
 //! | `payload_mismatch` | 422 | an idempotency key reused for a different payload |
@@ -133,6 +134,9 @@ pub enum ApiError {
         /// Milliseconds until it expires.
         expires_in_ms: u64,
     },
+    /// A fenced write whose token is older than the key's (409 `fenced`).
+    #[error(transparent)]
+    Fenced(ifmatch::fence::Fenced),
     /// Any other refusal, with its own status and kind.
     #[error("{message}")]
     Refused {
@@ -296,6 +300,12 @@ impl ApiError {
             ApiError::LeaseHeld { name, .. } => {
                 (StatusCode::CONFLICT, "lease_held", Some(name), None)
             }
+            ApiError::Fenced(f) => (
+                StatusCode::CONFLICT,
+                "fenced",
+                Some(&f.key),
+                Some(&f.current),
+            ),
             ApiError::Refused {
                 status, kind, key, ..
             } => (*status, *kind, key.as_deref(), None),
@@ -566,10 +576,57 @@ impl From<ifmatch::tenantdb::TenantDbError> for ApiError {
                 message,
                 None,
             ),
-            T::Conflict { tenant, .. } => {
+            T::Conflict { tenant, .. } | T::Exists { tenant } => {
                 ApiError::refused(StatusCode::CONFLICT, "conflict", message, Some(&tenant))
             }
+            T::NotFound { tenant } => {
+                ApiError::refused(StatusCode::NOT_FOUND, "not_found", message, Some(&tenant))
+            }
             other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+/// The ETag of snapshot version `n`: `"n"`.
+pub fn snapshot_version(n: u64) -> Version {
+    Version::new(n.to_string())
+}
+
+impl From<ifmatch::snapshot::SnapshotError> for ApiError {
+    fn from(e: ifmatch::snapshot::SnapshotError) -> Self {
+        use ifmatch::snapshot::SnapshotError as S;
+        let message = e.to_string();
+        match e {
+            S::NotFound { name } | S::VersionNotRetained { name, .. } => {
+                ApiError::refused(StatusCode::NOT_FOUND, "not_found", message, Some(&name))
+            }
+            S::InvalidName { .. } => ApiError::BadRequest(message),
+            S::Conflict { name, .. } => ApiError::Conflict {
+                key: name,
+                current: None,
+                message,
+            },
+            S::Ambiguous { name, .. } => {
+                ApiError::from_kind(ifmatch::ErrorKind::Ambiguous, message, Some(&name))
+            }
+            S::Store(e) => ApiError::from_store(e, false),
+            S::Shared(e) => ApiError::from_kind(e.kind(), message, None),
+            other => ApiError::from_kind(other.kind(), message, None),
+        }
+    }
+}
+
+impl From<ifmatch::artifact::ArtifactError> for ApiError {
+    fn from(e: ifmatch::artifact::ArtifactError) -> Self {
+        use ifmatch::artifact::ArtifactError as A;
+        match e {
+            A::Precondition { name, current } => ApiError::PreconditionFailed {
+                key: name,
+                current: current.map(snapshot_version),
+            },
+            A::Snapshot(e) => e.into(),
+            A::Lease(e) => e.into(),
+            other => ApiError::from_kind(other.kind(), other.to_string(), None),
         }
     }
 }

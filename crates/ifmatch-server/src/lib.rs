@@ -18,6 +18,7 @@
 //! | PUT | `/v1/objects/{key}` | write; 201 (created) or 200 (updated) with the new `ETag` |
 //! | PATCH | `/v1/objects/{key}` | merge-patch or JSON patch; 200 with the new value and `ETag` |
 //! | DELETE | `/v1/objects/{key}` | delete; 204 |
+//! | PUT, PATCH, DELETE | `/v1/objects/{key}` + `Fencing-Token` | fenced by a lease's token: 409 `fenced` when older than the key's ([`fenced`]) |
 //! | POST, PUT, DELETE | `/v1/leases/{name}` | acquire, renew, release ([`routes::leases`]) |
 //! | POST, PUT, DELETE | `/v1/idempotency/{key}` | claim, complete, abandon ([`routes::idempotency`]) |
 //! | POST | `/v1/users` | register ([`routes::accounts`]) |
@@ -27,6 +28,13 @@
 //! | GET | `/v1/me` | who the credentials belong to |
 //! | PUT | `/v1/me/password` | change one's own password |
 //! | POST | `/v1/db` | a SQL batch on the caller's tenant database ([`routes::db`]) |
+//! | GET | `/v1/objects?prefix=&after=&limit=` | a page of keys with sizes and ETags ([`routes::listing`]) |
+//! | GET | `/v1/leases/{name}`, `/v1/idempotency/{key}` | inspect a lease or an idempotency record ([`routes::inspect`]) |
+//! | GET, PUT | `/v1/snapshots/{name}` | read (304 on `If-None-Match`) or publish version n+1 ([`routes::snapshots`]) |
+//! | GET | `/v1/snapshots/{name}/versions[/{n}]` | retained versions, one version's body |
+//! | POST | `/v1/snapshots/{name}/rollback` | republish a retained version |
+//! | POST, DELETE | `/v1/snapshots/{name}/build` | the optional build lease |
+//! | GET, PUT | `/v1/db/export`, `/v1/db/import`; GET `/v1/db/info` | a tenant database as a SQLite file ([`routes::db_files`]) |
 //! | GET | `/healthz` | liveness |
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/openapi.json` | the OpenAPI document of these routes |
@@ -35,8 +43,8 @@
 //! token>` ([`auth`]): the operator key ([`ServerConfig::api_key`]; without
 //! one the server only listens on a loopback address, see [`bind`]), or a
 //! session token from `POST /v1/sessions` ([`sessions`]). A user reaches their
-//! own tenant database; objects, leases and idempotency keys are operator
-//! scope unless [`ServerConfig::user_prefixes`] lets users use
+//! own tenant database; objects, snapshots, leases and idempotency keys
+//! are operator scope unless [`ServerConfig::user_prefixes`] lets users use
 //! `users/<account id>/...` (never their reusable username). Registration is
 //! operator-only unless [`ServerConfig::open_registration`]. Errors are JSON
 //! ([`error`]). Password hashing has a bounded capacity and failed logins
@@ -51,6 +59,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fenced;
 pub mod idempotency_key;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -106,8 +115,9 @@ pub struct ServerConfig {
     /// Whether anyone may register (`POST /v1/users` without credentials);
     /// otherwise only the operator may.
     pub open_registration: bool,
-    /// Whether session users may use objects, leases and idempotency keys
-    /// under `users/<account id>/` (otherwise those are operator scope only).
+    /// Whether session users may use objects, snapshots, leases and
+    /// idempotency keys under `users/<account id>/` (otherwise those are
+    /// operator scope only).
     pub user_prefixes: bool,
     /// How long a session token is accepted after login.
     pub session_ttl: Duration,

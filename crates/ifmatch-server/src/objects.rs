@@ -24,7 +24,7 @@
 use bytes::Bytes;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::{Fetch, Metadata};
-use ifmatch::update::{Decision, update, update_with_id};
+use ifmatch::update::Decision;
 use ifmatch::{Condition, Error, Object, ObjectMeta, PutOptions, Store, Version};
 
 use crate::error::{Abort, ApiError};
@@ -109,7 +109,7 @@ pub async fn read(store: &dyn Store, key: &str, pre: &Preconditions) -> Result<R
             .map_err(|e| ApiError::from_store(e, false))?
     };
     match pre.evaluate(Some(obj.version()), true) {
-        Verdict::Proceed => Ok(Read::Full(obj)),
+        Verdict::Proceed => Ok(Read::Full(unfence(obj)?)),
         Verdict::NotModified => Ok(Read::NotModified(obj.meta.version)),
         Verdict::Failed => Err(ApiError::PreconditionFailed {
             key: key.to_string(),
@@ -129,7 +129,7 @@ pub async fn read_meta(
         .await
         .map_err(|e| ApiError::from_store(e, false))?;
     match pre.evaluate(Some(&meta.version), true) {
-        Verdict::Proceed => Ok(ReadMeta::Full(meta)),
+        Verdict::Proceed => Ok(ReadMeta::Full(ifmatch::fence::unfenced_meta(meta))),
         Verdict::NotModified => Ok(ReadMeta::NotModified(meta.version)),
         Verdict::Failed => Err(ApiError::PreconditionFailed {
             key: key.to_string(),
@@ -288,7 +288,14 @@ pub fn user_metadata(metadata: &Metadata) -> Metadata {
         .collect()
 }
 
-/// PATCH: applies `patch` in the update loop (see the module docs).
+/// A value as its writer gave it: without the fencing header of a fenced write.
+fn unfence(obj: Object) -> Result<Object, ApiError> {
+    ifmatch::fence::unfence(obj).map_err(|e| ApiError::Store(Error::msg(e.to_string())))
+}
+
+/// PATCH: applies `patch` in the update loop (see the module docs), to the
+/// value without its fencing header; with a `token` (`Fencing-Token`) the
+/// write is fenced ([`ifmatch::fence::update`]).
 ///
 /// With a `write_id` (from an `Idempotency-Key`), every retry of one request
 /// carries the same write id, so a change that already landed is found and
@@ -299,6 +306,7 @@ pub async fn patch(
     patch: &Patch,
     pre: &Preconditions,
     policy: &RetryPolicy,
+    token: Option<u64>,
     write_id: Option<&str>,
 ) -> Result<Patched, ApiError> {
     let mut last: Option<(Bytes, Metadata)> = None;
@@ -314,17 +322,16 @@ pub async fn patch(
         last = Some((body.clone(), metadata.clone()));
         Ok(Decision::Write { body, metadata })
     };
-    let result = match write_id {
-        Some(id) => update_with_id(store, key, policy, id, apply).await,
-        None => update(store, key, policy, apply).await,
-    }
-    .map_err(|e| ApiError::from_update(e, !pre.is_empty()))?;
+    let result = ifmatch::fence::update(store, key, token, write_id, policy, apply)
+        .await
+        .map_err(|e| crate::fenced::from_update(e, !pre.is_empty()))?;
     if result.replayed {
         // An earlier try of this request landed: answer with the value now.
         let obj = store
             .get(key)
             .await
-            .map_err(|e| ApiError::from_store(e, false))?;
+            .map_err(|e| ApiError::from_store(e, false))
+            .and_then(unfence)?;
         return Ok(Patched {
             version: obj.meta.version.clone(),
             metadata: user_metadata(&obj.meta.metadata),

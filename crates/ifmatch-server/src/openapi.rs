@@ -11,10 +11,14 @@ use crate::routes::accounts::{
     UserListBody,
 };
 use crate::routes::db::{BatchRequest, BatchResultBody, StatementRequest, StatementResultBody};
+use crate::routes::db_files::DbInfoBody;
 use crate::routes::idempotency::{ClaimRequest, CompleteRequest, IdempotencyBody};
+use crate::routes::inspect::{LeaseInfoBody, RecordBody};
 use crate::routes::leases::{AcquireRequest, LeaseBody, RenewRequest};
+use crate::routes::listing::{ListBody, ListedObject};
 use crate::routes::objects::WriteResult;
 use crate::routes::ops::Health;
+use crate::routes::snapshots::{PublishBody, RollbackRequest, VersionBody, VersionsBody};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -40,6 +44,19 @@ use crate::routes::ops::Health;
         crate::routes::accounts::delete_user,
         crate::routes::accounts::change_password,
         crate::routes::db::run_batch,
+        crate::routes::snapshots::publish_snapshot,
+        crate::routes::snapshots::get_snapshot,
+        crate::routes::snapshots::list_versions,
+        crate::routes::snapshots::get_version,
+        crate::routes::snapshots::rollback_snapshot,
+        crate::routes::snapshots::acquire_build,
+        crate::routes::snapshots::release_build,
+        crate::routes::listing::list_objects,
+        crate::routes::inspect::inspect_lease,
+        crate::routes::inspect::inspect_key,
+        crate::routes::db_files::export_db,
+        crate::routes::db_files::import_db,
+        crate::routes::db_files::db_info,
         crate::routes::ops::healthz,
         crate::routes::ops::metrics,
         crate::routes::ops::openapi,
@@ -65,6 +82,15 @@ use crate::routes::ops::Health;
         StatementRequest,
         BatchResultBody,
         StatementResultBody,
+        PublishBody,
+        VersionBody,
+        VersionsBody,
+        RollbackRequest,
+        ListBody,
+        ListedObject,
+        LeaseInfoBody,
+        RecordBody,
+        DbInfoBody,
     )),
     modifiers(&BearerScheme, &CommonResponses, &IdempotencyKeyHeader)
 )]

@@ -39,7 +39,6 @@ use ifmatch_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-#[allow(dead_code)]
 #[path = "../../ifmatch/tests/common/backends.rs"]
 mod backends;
 

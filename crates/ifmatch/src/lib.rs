@@ -17,12 +17,16 @@
 //!   double-applies a write.
 //! - [`lease`]: named distributed locks with TTL, renewal, owner-only release
 //!   and fencing tokens that strictly increase per name.
+//! - [`fence`]: fenced put, delete and update with a precondition (what the
+//!   HTTP server's `Fencing-Token` header runs).
 //! - [`idempotency`]: run a handler once per key however often a message is
 //!   delivered; duplicates get the stored result.
 //! - [`snapshot`]: publish a derived artifact as version n+1 with
 //!   compare-and-swap (superseded builds stop, others rebuild with backoff;
 //!   optional build guard; keep-last-K and rollback), and read it through a
 //!   single-flight cache checked with conditional GETs.
+//! - [`artifact`]: snapshots built outside the process: publish an upload
+//!   over an expected version, read only when stale, take the build lease.
 //! - [`tenantdb`]: per-tenant SQLite databases in the store, with a local
 //!   cache; commits upload only the pages they change.
 //! - [`clock`]: injected time and randomness, so tests never sleep.
@@ -56,8 +60,10 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod artifact;
 pub mod clock;
 pub mod error;
+pub mod fence;
 pub mod gc;
 pub mod idempotency;
 pub mod key;

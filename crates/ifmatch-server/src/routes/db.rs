@@ -30,11 +30,11 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Extension, Json};
 use http::StatusCode;
-use ifmatch::tenantdb::{BatchResult, SqlStatement};
+use ifmatch::tenantdb::{BatchResult, SqlStatement, TenantDbs};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::{Caller, Principal};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency_key::IdempotentRequest;
 use crate::routes::extract::JsonBody;
@@ -104,6 +104,18 @@ impl utoipa::PartialSchema for TenantParam {
 }
 
 impl utoipa::ToSchema for TenantParam {}
+
+/// The server's tenant databases (501 without a cache directory).
+pub(crate) fn tenant_dbs(app: &AppState) -> Result<&TenantDbs, ApiError> {
+    app.tenant_dbs().ok_or_else(|| {
+        ApiError::refused(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported",
+            "this server has no tenant database cache (db_cache_dir)",
+            None,
+        )
+    })
+}
 
 /// One statement.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -193,30 +205,8 @@ pub async fn run_batch(
     idempotent: Option<Extension<IdempotentRequest>>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResultBody>, ApiError> {
-    let tenant = match (&caller.0, req.tenant) {
-        (Principal::User(user), None) => user.id.clone(),
-        (Principal::User(user), Some(t)) if t == user.id || t == user.username => user.id.clone(),
-        (Principal::User(_), Some(_)) => {
-            return Err(ApiError::Forbidden(
-                "a user reaches only their own tenant database".into(),
-            ));
-        }
-        (Principal::Operator, Some(t)) => t,
-        (Principal::Operator, None) => {
-            return Err(ApiError::BadRequest(
-                "the operator must name the tenant: {\"tenant\": ..., \"statements\": [...]}"
-                    .into(),
-            ));
-        }
-    };
-    let dbs = app.tenant_dbs().ok_or_else(|| {
-        ApiError::refused(
-            StatusCode::NOT_IMPLEMENTED,
-            "unsupported",
-            "this server has no tenant database cache (db_cache_dir)",
-            None,
-        )
-    })?;
+    let tenant = caller.tenant(req.tenant)?;
+    let dbs = tenant_dbs(&app)?;
     let statements = req
         .statements
         .into_iter()

@@ -153,3 +153,18 @@ key_param!(
     ifmatch::idempotency::DEFAULT_PREFIX,
     "The idempotency key"
 );
+
+/// The query string, parsed into `T` (400 with a JSON error when it does not parse).
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequestParts<AppState> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+    }
+}

@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
-use ifmatch::lease::Lease;
+use ifmatch::lease::{Lease, Leases};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -87,13 +87,15 @@ pub struct LeaseBody {
     pub expires_in_ms: u64,
 }
 
-fn ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-fn body(lease: &Lease, now: SystemTime) -> LeaseBody {
+/// The JSON body of a held lease at `now`.
+pub(crate) fn body(lease: &Lease, now: SystemTime) -> LeaseBody {
     LeaseBody {
         name: lease.name().to_string(),
         owner: lease.owner().to_string(),
@@ -137,6 +139,24 @@ fn ttl(v: Option<f64>) -> Result<Duration, ApiError> {
     Ok(ttl)
 }
 
+/// The TTL and wait of an acquire (400 when out of range: the wait must be
+/// shorter than the request timeout).
+pub(crate) fn acquire_terms(
+    app: &AppState,
+    req: &AcquireRequest,
+) -> Result<(Duration, Duration), ApiError> {
+    let ttl = ttl(req.ttl)?;
+    let limit = app.config().request_timeout;
+    let wait = seconds(req.wait, Duration::ZERO, limit, "wait")?;
+    if wait >= limit {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be shorter than the request timeout ({} seconds)",
+            limit.as_secs_f64()
+        )));
+    }
+    Ok((ttl, wait))
+}
+
 /// Acquires a lease.
 #[utoipa::path(
     post,
@@ -159,15 +179,7 @@ pub async fn acquire_lease(
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> Result<(StatusCode, Json<LeaseBody>), ApiError> {
     caller.check_scope(&app, "lease", &name)?;
-    let ttl = ttl(req.ttl)?;
-    let limit = app.config().request_timeout;
-    let wait = seconds(req.wait, Duration::ZERO, limit, "wait")?;
-    if wait >= limit {
-        return Err(ApiError::BadRequest(format!(
-            "wait must be shorter than the request timeout ({} seconds)",
-            limit.as_secs_f64()
-        )));
-    }
+    let (ttl, wait) = acquire_terms(&app, &req)?;
     let lease = app.leases().acquire(&name, ttl, wait).await?;
     Ok((
         StatusCode::CREATED,
@@ -240,8 +252,15 @@ pub async fn release_lease(
 ) -> Result<StatusCode, ApiError> {
     caller.check_scope(&app, "lease", &name)?;
     let owner = required_header(&headers, OWNER_HEADER)?;
-    if let Some(lease) = crate::leases::held_by(app.leases(), &name, owner, DEFAULT_TTL).await? {
-        app.leases().release(&lease).await?;
-    }
+    release_held(app.leases(), &name, owner).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Releases lease `name` held by `owner` (fine when that owner already
+/// released it; 409 `not_owner` when someone else holds it).
+pub(crate) async fn release_held(leases: &Leases, name: &str, owner: &str) -> Result<(), ApiError> {
+    if let Some(lease) = crate::leases::held_by(leases, name, owner, DEFAULT_TTL).await? {
+        leases.release(&lease).await?;
+    }
+    Ok(())
 }

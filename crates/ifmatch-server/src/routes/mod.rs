@@ -5,6 +5,10 @@
 //! - [`idempotency`] — `/v1/idempotency/{key}`;
 //! - [`accounts`] — `/v1/users`, `/v1/sessions`, `/v1/me`;
 //! - [`db`] — `/v1/db` (tenant SQL);
+//! - [`snapshots`] — `/v1/snapshots/{name}` and its versions, rollback and build lease;
+//! - [`listing`] — `GET /v1/objects` (keys by prefix, a page at a time);
+//! - [`inspect`] — `GET /v1/leases/{name}` and `GET /v1/idempotency/{key}`;
+//! - [`db_files`] — `/v1/db/export`, `/v1/db/import`, `/v1/db/info`;
 //! - [`ops`] — `/healthz`, `/metrics`, `/openapi.json` (open);
 //! - [`extract`] — extractors shared by the groups (key, body, JSON) that answer in JSON.
 //!
@@ -13,11 +17,15 @@
 
 pub mod accounts;
 pub mod db;
+pub mod db_files;
 pub mod extract;
 pub mod idempotency;
+pub mod inspect;
 pub mod leases;
+pub mod listing;
 pub mod objects;
 pub mod ops;
+pub mod snapshots;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -38,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .merge(idempotency::routes())
         .merge(accounts::routes())
         .merge(db::routes())
+        .merge(snapshots::routes())
+        .merge(listing::routes())
+        .merge(inspect::routes())
+        .merge(db_files::routes())
         // Inside authentication, which it needs to scope the keys to the caller.
         .route_layer(from_fn_with_state(
             state.clone(),

@@ -13,7 +13,10 @@
 //!   `content-type` metadata entry, `x-ifmatch-meta-NAME: VALUE` headers as
 //!   the `NAME` entry (names: a-z, 0-9, `-`, `_`; values: printable ASCII);
 //! - PATCH: 200 with the new value, its `ETag` and `Content-Type`;
-//! - DELETE: 204 (also for a key that is already absent, without preconditions).
+//! - DELETE: 204 (also for a key that is already absent, without preconditions);
+//! - PUT, PATCH and DELETE take a lease's `Fencing-Token` ([`crate::fenced`]):
+//!   **409 `fenced`** when the key was written with a newer token. GET and
+//!   HEAD answer a fenced value as it was given (without its fencing header).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +32,7 @@ use serde::Serialize;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::fenced;
 use crate::idempotency_key::IdempotentRequest;
 use crate::objects::{self, Read, ReadMeta};
 use crate::patch::{Patch, PatchFormat};
@@ -235,11 +239,13 @@ pub async fn head_object(
         ("key" = inline(ObjectKeyParam), Path, description = "The key"),
         ("If-Match" = Option<String>, Header, description = "Write only over one of these ETags (or * for any existing value)", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
         ("If-None-Match" = Option<String>, Header, description = "* : create only", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
+        ("Fencing-Token" = Option<u64>, Header, description = "A lease's fencing token: 409 `fenced` if the key was written with a newer one (see /v1/leases)"),
     ),
     request_body(content = Vec<u8>, description = "The value", content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Created", body = WriteResult),
         (status = 200, description = "Replaced", body = WriteResult),
+        (status = 409, description = "A `Fencing-Token` older than the key's (`fenced`), or other writers kept winning (`conflict`); names the current ETag", body = ErrorBody),
         (status = 412, description = "Precondition failed; names the current ETag", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 428, description = "Precondition required (--require-preconditions)", body = ErrorBody),
@@ -257,7 +263,14 @@ pub async fn put_object(
     let pre = Preconditions::from_headers(&headers)?;
     let metadata = metadata_from_headers(&headers)?;
     let require = app.config().require_preconditions;
-    let w = objects::write(app.store().as_ref(), &key, body, metadata, &pre, require).await?;
+    let store = app.store().as_ref();
+    let w = match fenced::fencing_token(&headers)? {
+        None => objects::write(store, &key, body, metadata, &pre, require).await?,
+        Some(token) => {
+            let retry = &app.config().retry;
+            fenced::write(store, &key, body, metadata, &pre, require, token, retry).await?
+        }
+    };
     let status = if w.created {
         StatusCode::CREATED
     } else {
@@ -278,6 +291,7 @@ pub async fn put_object(
     params(
         ("key" = inline(ObjectKeyParam), Path, description = "The key"),
         ("If-Match" = Option<String>, Header, description = "Strict: 412 unless the value is still at this ETag. Without it the server re-applies the patch on conflicts.", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
+        ("Fencing-Token" = Option<u64>, Header, description = "A lease's fencing token: 409 `fenced` if the key was written with a newer one (see /v1/leases)"),
     ),
     request_body(
         description = "An RFC 7396 merge patch or an RFC 6902 JSON Patch, by Content-Type",
@@ -290,7 +304,7 @@ pub async fn put_object(
         (status = 200, description = "The patched value, with its new ETag; its Content-Type is the one stored at PUT, else `application/json`", content_type = "*/*"),
         (status = 400, description = "A malformed patch document, key or header (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
-        (status = 409, description = "Other writers kept winning, or the value is not JSON", body = ErrorBody),
+        (status = 409, description = "Other writers kept winning (`conflict`), the value is not JSON (`not_json`), or a `Fencing-Token` older than the key's (`fenced`)", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
         (status = 415, description = "Not a patch media type", body = ErrorBody),
         (status = 422, description = "The patch does not apply", body = ErrorBody),
@@ -317,6 +331,7 @@ pub async fn patch_object(
         key: key.clone(),
         source,
     })?;
+    let token = fenced::fencing_token(&headers)?;
     let cfg = app.config();
     let write_id = idempotent.as_ref().map(|Extension(i)| i.write_id.as_str());
     let p = objects::patch(
@@ -325,6 +340,7 @@ pub async fn patch_object(
         &patch,
         &pre,
         &cfg.retry,
+        token,
         write_id,
     )
     .await?;
@@ -343,9 +359,11 @@ pub async fn patch_object(
     params(
         ("key" = inline(ObjectKeyParam), Path, description = "The key"),
         ("If-Match" = Option<String>, Header, description = "Delete only at one of these ETags", pattern = r#"^[ \t]*(?:\*|(?:,[ \t]*)*(?:(?:W/)?"[!#-~]*"(?:[ \t]*,[ \t]*(?:,[ \t]*)*(?:W/)?"[!#-~]*")*)?[ \t]*(?:,[ \t]*)*)$"#),
+        ("Fencing-Token" = Option<u64>, Header, description = "A lease's fencing token: 409 `fenced` if the key was written with a newer one (see /v1/leases)"),
     ),
     responses(
         (status = 204, description = "Deleted (or already absent, without preconditions)"),
+        (status = 409, description = "A `Fencing-Token` older than the key's (`fenced`), or other writers kept winning (`conflict`)", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
         (status = 428, description = "Precondition required (--require-preconditions)", body = ErrorBody),
     ),
@@ -360,7 +378,14 @@ pub async fn delete_object(
     caller.check_scope(&app, "object", &key)?;
     let pre = Preconditions::from_headers(&headers)?;
     let require = app.config().require_preconditions;
-    objects::remove(app.store().as_ref(), &key, &pre, require).await?;
+    let store = app.store().as_ref();
+    match fenced::fencing_token(&headers)? {
+        None => objects::remove(store, &key, &pre, require).await?,
+        Some(token) => {
+            let retry = &app.config().retry;
+            fenced::remove(store, &key, &pre, require, token, retry).await?
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

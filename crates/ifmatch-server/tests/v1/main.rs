@@ -1,15 +1,21 @@
 //! Black-box HTTP tests of the primitives' routes (leases, idempotency,
-//! accounts and sessions, tenant SQL): a real server on an ephemeral
+//! accounts and sessions, tenant SQL and files, snapshots, listing,
+//! inspection, fenced writes): a real server on an ephemeral
 //! 127.0.0.1 port, driven with reqwest. One test binary, one module per area.
 
 mod accounts;
 mod db;
+mod db_files;
+mod fencing;
 #[path = "../../../ifmatch/tests/common/hooked.rs"]
 mod hooked;
 mod idempotency;
 mod idempotency_key;
 mod identity;
+mod inspect;
 mod leases;
+mod listing;
+mod snapshots;
 mod users;
 
 use std::sync::Arc;
@@ -55,7 +61,7 @@ pub fn config() -> (ServerConfig, Arc<ManualClock>, tempfile::TempDir) {
 impl Server {
     /// A server on a fresh memory store; `tweak` adjusts the configuration.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
-        Server::start_on(Arc::new(MemoryStore::new()), tweak).await
+        Self::start_on(Arc::new(MemoryStore::new()), tweak).await
     }
 
     /// A server on `store`; `tweak` adjusts the configuration.
@@ -159,6 +165,11 @@ impl Server {
     }
 }
 
+/// Sends `req`; the status and JSON body of the response (see [`json`]).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    json(req.send().await.unwrap()).await
+}
+
 /// The status and JSON body of a response (`Null` for an empty body).
 pub async fn json(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
@@ -185,10 +196,21 @@ async fn the_openapi_document_lists_the_new_routes() {
         "/v1/me/password",
         "/v1/users/{name}",
         "/v1/db",
+        "/v1/objects",
+        "/v1/snapshots/{name}",
+        "/v1/snapshots/{name}/versions",
+        "/v1/snapshots/{name}/versions/{version}",
+        "/v1/snapshots/{name}/rollback",
+        "/v1/snapshots/{name}/build",
+        "/v1/db/export",
+        "/v1/db/import",
+        "/v1/db/info",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     assert!(doc["paths"]["/v1/leases/{name}"].get("delete").is_some());
+    assert!(doc["paths"]["/v1/leases/{name}"].get("get").is_some());
+    assert!(doc["paths"]["/v1/idempotency/{key}"].get("get").is_some());
     let header_names = |op: &Value| -> Vec<String> {
         op["parameters"]
             .as_array()
@@ -203,6 +225,13 @@ async fn the_openapi_document_lists_the_new_routes() {
             .contains(&"\"Idempotency-Key\"".to_string())
     );
     assert!(doc["paths"]["/v1/users"].get("get").is_some());
+    for method in ["put", "patch", "delete"] {
+        let op = &doc["paths"]["/v1/objects/{key}"][method];
+        assert!(
+            header_names(op).contains(&"\"Fencing-Token\"".to_string()),
+            "{method}: {op}"
+        );
+    }
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());
     s.shutdown().await;
 }

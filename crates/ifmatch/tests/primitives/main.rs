@@ -6,5 +6,6 @@
 
 #[path = "../common/backends.rs"]
 mod backends;
+mod fence;
 mod idempotency;
 mod lease;

@@ -7,6 +7,7 @@
 //! - [`read`]: the single-flight reader cache, outages, typed JSON;
 //! - [`guard`]: the build guard (one build at a time, expiry takeover).
 
+mod artifact;
 #[path = "../common/backends.rs"]
 mod backends;
 mod guard;
