@@ -57,6 +57,21 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Describes the HTTP metrics to the installed recorder (their units reach
+/// CloudWatch through [`crate::emf`]).
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_METRIC,
+        metrics::Unit::Count,
+        "HTTP requests answered"
+    );
+    metrics::describe_histogram!(
+        DURATION_METRIC,
+        metrics::Unit::Seconds,
+        "HTTP request latency"
+    );
+}
+
 /// A client's request id if it is short printable ASCII, else a fresh UUID.
 fn request_id(req: &Request) -> String {
     req.headers()
