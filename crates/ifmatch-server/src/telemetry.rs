@@ -49,7 +49,9 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             match built {
                 Ok(handle) => Some(handle),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics will be empty");
+                    // Expected where the embedding program installs its own
+                    // recorder (EMF on Lambda): not worth a warning per cold start.
+                    tracing::info!(error = %e, "another metrics recorder is installed; /metrics will be empty");
                     None
                 }
             }
