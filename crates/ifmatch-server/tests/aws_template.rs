@@ -315,12 +315,9 @@ async fn proxy(upstream: &str) -> (String, Arc<Mutex<Vec<Seen>>>) {
     (format!("http://{addr}"), seen)
 }
 
+/// A fresh bucket or table name (lowercase, at most 63 characters).
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{tag}-{}-{nanos:x}", std::process::id())
+    format!("{tag}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Every `Store` method, with every condition, answered both ways.
