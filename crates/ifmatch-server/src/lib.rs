@@ -53,11 +53,13 @@
 //! model and the limits: `docs/SECURITY.md`.
 //!
 //! With the `lambda` feature, [`lambda::run`] serves the same router as an
-//! AWS Lambda function behind API Gateway (HTTP API, payload v2).
+//! AWS Lambda function behind API Gateway (HTTP API, payload v2), and its
+//! metrics go to CloudWatch as Embedded Metric Format lines ([`emf`]).
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod emf;
 pub mod error;
 pub mod fenced;
 pub mod idempotency_key;

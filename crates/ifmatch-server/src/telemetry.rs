@@ -49,12 +49,29 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             match built {
                 Ok(handle) => Some(handle),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics will be empty");
+                    // Expected where the embedding program installs its own
+                    // recorder (EMF on Lambda): not worth a warning per cold start.
+                    tracing::info!(error = %e, "another metrics recorder is installed; /metrics will be empty");
                     None
                 }
             }
         })
         .as_ref()
+}
+
+/// Describes the HTTP metrics to the installed recorder (their units reach
+/// CloudWatch through [`crate::emf`]).
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_METRIC,
+        metrics::Unit::Count,
+        "HTTP requests answered"
+    );
+    metrics::describe_histogram!(
+        DURATION_METRIC,
+        metrics::Unit::Seconds,
+        "HTTP request latency"
+    );
 }
 
 /// A client's request id if it is short printable ASCII, else a fresh UUID.

@@ -6,6 +6,8 @@
 //! [`Jitter::None`] (plain exponential backoff) exists for comparison benchmarks.
 //!
 //! Only retryable errors ([`Error::is_retryable`]) are retried by [`RetryPolicy::run`].
+//! Every retry (a backoff that allows another attempt) counts in the
+//! `ifmatch_retries_total` metric.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -185,6 +187,7 @@ impl Attempts<'_> {
         {
             return false;
         }
+        metrics::counter!("ifmatch_retries_total").increment(1);
         self.policy.clock.sleep(delay).await;
         true
     }

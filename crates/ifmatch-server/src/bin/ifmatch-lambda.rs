@@ -1,9 +1,13 @@
 //! The ifmatch HTTP server as an AWS Lambda function (`bootstrap` of a custom runtime).
 //!
-//! Configured by `IFMATCH_STORE`, `IFMATCH_API_KEY` and optionally
+//! Configured by `IFMATCH_STORE` and `IFMATCH_API_KEY_SECRET_ARN` (the
+//! operator key's Secrets Manager secret, read at cold start; or
+//! `IFMATCH_API_KEY` for local runs) and optionally
 //! `IFMATCH_REQUIRE_PRECONDITIONS=1`, `IFMATCH_OPEN_REGISTRATION=1`,
-//! `IFMATCH_USER_PREFIXES=1` and `IFMATCH_DB_CACHE` (see
-//! `ifmatch_server::lambda`); logs go to standard error (CloudWatch).
+//! `IFMATCH_USER_PREFIXES=1`, `IFMATCH_DB_CACHE` and `IFMATCH_METRICS_NAMESPACE`
+//! (see `ifmatch_server::lambda`). Logs go to standard error as JSON, metrics
+//! to standard output as CloudWatch Embedded Metric Format lines; CloudWatch
+//! Logs keeps both. `deploy/aws/` builds and deploys it.
 
 use std::process::ExitCode;
 

@@ -104,6 +104,25 @@ use super::{
 use crate::error::{Error, Result};
 use crate::key::{validate_key, validate_metadata, validate_prefix};
 
+/// The IAM actions the [`Store`] calls of this backend need on its table
+/// (resource `arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE`): `DescribeTable`
+/// when opened (to check the schema; a denial is tolerated), `GetItem`,
+/// `PutItem`, `DeleteItem`, and `Scan` for [`Store::list`].
+/// `deploy/aws/template.yaml` grants exactly these, and the server crate's
+/// `aws_template` test records the requests every `Store` call sends and
+/// fails on one that needs an action not listed here.
+pub const IAM_ACTIONS: &[&str] = &[
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Scan",
+];
+
+/// The further IAM actions `?create=true` needs (creating the table and
+/// turning TTL on); a deployment that creates the table itself grants none.
+pub const IAM_CREATE_ACTIONS: &[&str] = &["dynamodb:CreateTable", "dynamodb:UpdateTimeToLive"];
+
 /// DynamoDB's maximum item size in bytes (400 KB), attribute names and key included.
 pub const ITEM_SIZE_LIMIT: u64 = 400 * 1024;
 

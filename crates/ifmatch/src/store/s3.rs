@@ -92,6 +92,20 @@ use super::{
 use crate::error::{Error, Result};
 use crate::key::{MAX_KEY_BYTES, validate_key, validate_metadata, validate_prefix};
 
+/// The IAM actions the [`Store`] calls of this backend need on objects
+/// (resource `arn:aws:s3:::BUCKET/PREFIX/*`): GET and HEAD are `s3:GetObject`,
+/// the conditional PUT `s3:PutObject`, the signed conditional DELETE
+/// `s3:DeleteObject`. `deploy/aws/template.yaml` grants exactly these, and the
+/// server crate's `aws_template` test records the requests every `Store` call
+/// sends and fails on one that needs an action not listed here.
+pub const IAM_OBJECT_ACTIONS: &[&str] = &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"];
+
+/// The IAM actions the [`Store`] calls of this backend need on the bucket
+/// (resource `arn:aws:s3:::BUCKET`, condition `s3:prefix` = `PREFIX/*`):
+/// `ListObjectsV2` for [`Store::list`]. [`S3Store::create_bucket`] is not a
+/// `Store` call (tests and first-time setup only) and is not listed.
+pub const IAM_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket"];
+
 /// The largest value a single S3 `PutObject` accepts: 5 GiB.
 pub const MAX_VALUE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
