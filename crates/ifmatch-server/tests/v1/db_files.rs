@@ -38,6 +38,8 @@ async fn export_import_and_info() {
     let s = Server::start(|_| {}).await;
     let alice = s.user("alice", "correct horse").await;
     let bob = s.user("bob", "battery staple").await;
+    let (alice_id, _) = s.id_and_prefix(&alice).await;
+    let (bob_id, _) = s.id_and_prefix(&bob).await;
     sql(
         &s,
         &alice,
@@ -57,8 +59,8 @@ async fn export_import_and_info() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/vnd.sqlite3");
     assert_eq!(
-        r.headers()["content-disposition"],
-        "attachment; filename=\"alice.sqlite3\""
+        r.headers()["content-disposition"].to_str().unwrap(),
+        format!("attachment; filename=\"{alice_id}.sqlite3\"")
     );
     let file = r.bytes().await.unwrap();
     assert!(file.starts_with(b"SQLite format 3\0"));
@@ -66,8 +68,9 @@ async fn export_import_and_info() {
     // Not another user's; the operator names any tenant (and must name one).
     let (st, _) = call(s.as_user(&bob, Method::GET, "/v1/db/export?tenant=alice")).await;
     assert_eq!(st, 403);
+    // (The operator names a user's database by account id.)
     let r = s
-        .op(Method::GET, "/v1/db/export?tenant=alice")
+        .op(Method::GET, &format!("/v1/db/export?tenant={alice_id}"))
         .send()
         .await
         .unwrap();
@@ -78,13 +81,13 @@ async fn export_import_and_info() {
     let (st, e) = call(s.as_user(&bob, Method::GET, "/v1/db/export")).await;
     assert_eq!(
         (st, e["error"].as_str(), e["key"].as_str()),
-        (404, Some("not_found"), Some("bob"))
+        (404, Some("not_found"), Some(bob_id.as_str()))
     );
 
     // Info.
     let (st, info) = call(s.as_user(&alice, Method::GET, "/v1/db/info")).await;
     assert_eq!(st, 200, "{info}");
-    assert_eq!(info["tenant"], "alice");
+    assert_eq!(info["tenant"], alice_id.as_str());
     assert!(info["seq"].as_u64().unwrap() >= 1, "{info}");
     assert_eq!(
         info["bytes"].as_u64(),
@@ -105,7 +108,7 @@ async fn export_import_and_info() {
     let (st, e) = json(import(&bob, "", file.to_vec()).await.unwrap()).await;
     assert_eq!(
         (st, e["error"].as_str(), e["key"].as_str()),
-        (409, Some("conflict"), Some("bob")),
+        (409, Some("conflict"), Some(bob_id.as_str())),
         "{e}"
     );
     sql(

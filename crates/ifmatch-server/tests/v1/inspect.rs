@@ -91,26 +91,37 @@ async fn an_idempotency_record_shows_state_hash_and_result() {
 async fn users_inspect_only_their_own_records() {
     let s = Server::start(|c| c.user_prefixes = true).await;
     let alice = s.user("alice", "correct horse").await;
-    let (st, _) = call(s.as_user(&alice, Method::POST, "/v1/leases/users/alice/job")).await;
+    let (_, own) = s.id_and_prefix(&alice).await;
+    let (st, _) = call(s.as_user(&alice, Method::POST, &format!("/v1/leases/{own}job"))).await;
     assert_eq!(st, 201);
-    let get = |path: &'static str| s.as_user(&alice, Method::GET, path).send();
+    let get = |path: String| s.as_user(&alice, Method::GET, &path).send();
     assert_eq!(
-        json(get("/v1/leases/users/alice/job").await.unwrap())
+        json(get(format!("/v1/leases/{own}job")).await.unwrap())
             .await
             .0,
         200
     );
+    // Another user's prefix, and a username-based one, are not hers.
+    for other in [
+        "/v1/leases/users/bob/job",
+        "/v1/leases/users/alice/job",
+        "/v1/leases/job",
+    ] {
+        assert_eq!(
+            json(get(other.into()).await.unwrap()).await.0,
+            403,
+            "{other}"
+        );
+    }
     assert_eq!(
-        json(get("/v1/leases/users/bob/job").await.unwrap()).await.0,
-        403
-    );
-    assert_eq!(json(get("/v1/leases/job").await.unwrap()).await.0, 403);
-    assert_eq!(
-        json(get("/v1/idempotency/users/alice/k").await.unwrap())
+        json(get(format!("/v1/idempotency/{own}k")).await.unwrap())
             .await
             .0,
         404
     );
-    assert_eq!(json(get("/v1/idempotency/k").await.unwrap()).await.0, 403);
+    assert_eq!(
+        json(get("/v1/idempotency/k".into()).await.unwrap()).await.0,
+        403
+    );
     s.shutdown().await;
 }

@@ -75,28 +75,32 @@ async fn users_list_only_their_own_prefix() {
     let s = Server::start(|c| c.user_prefixes = true).await;
     let alice = s.user("alice", "correct horse").await;
     let bob = s.user("bob", "battery staple").await;
-    put(&s, Some(&alice), "users/alice/notes/1", "a").await;
-    put(&s, Some(&alice), "users/alice/notes/2", "b").await;
-    put(&s, Some(&bob), "users/bob/notes/1", "c").await;
+    let (_, pa) = s.id_and_prefix(&alice).await;
+    let (_, pb) = s.id_and_prefix(&bob).await;
+    let (a1, a2, b1) = (
+        format!("{pa}notes/1"),
+        format!("{pa}notes/2"),
+        format!("{pb}notes/1"),
+    );
+    put(&s, Some(&alice), &a1, "a").await;
+    put(&s, Some(&alice), &a2, "b").await;
+    put(&s, Some(&bob), &b1, "c").await;
     let list = |q: &str| {
         s.as_user(&alice, Method::GET, &format!("/v1/objects{q}"))
             .send()
     };
     // No prefix, or one above their own: all of their own, nobody else's.
-    for q in ["", "?prefix=users/", "?prefix=users/al"] {
+    let above = format!("?prefix={}", &pa[..pa.len() - 3]);
+    for q in ["", "?prefix=users/", above.as_str()] {
         let (st, p) = json(list(q).await.unwrap()).await;
         assert_eq!(st, 200, "{q}: {p}");
-        assert_eq!(
-            keys(&p),
-            ["users/alice/notes/1", "users/alice/notes/2"],
-            "{q}"
-        );
-        assert_eq!(p["prefix"], "users/alice/", "{q}");
+        assert_eq!(keys(&p), [a1.as_str(), a2.as_str()], "{q}");
+        assert_eq!(p["prefix"], pa.as_str(), "{q}");
     }
-    let (st, p) = json(list("?prefix=users/alice/notes/2").await.unwrap()).await;
-    assert_eq!((st, keys(&p)), (200, vec!["users/alice/notes/2"]));
-    for q in ["?prefix=users/bob/", "?prefix=jobs/"] {
-        let (st, e) = json(list(q).await.unwrap()).await;
+    let (st, p) = json(list(&format!("?prefix={a2}")).await.unwrap()).await;
+    assert_eq!((st, keys(&p)), (200, vec![a2.as_str()]));
+    for q in [format!("?prefix={pb}"), "?prefix=jobs/".into()] {
+        let (st, e) = json(list(&q).await.unwrap()).await;
         assert_eq!(
             (st, e["error"].as_str()),
             (403, Some("forbidden")),
@@ -105,7 +109,7 @@ async fn users_list_only_their_own_prefix() {
     }
     // The operator sees everyone's.
     let (_, p) = call(s.op(Method::GET, "/v1/objects?prefix=users/")).await;
-    assert!(keys(&p).contains(&"users/bob/notes/1"), "{p}");
+    assert!(keys(&p).contains(&b1.as_str()), "{p}");
     s.shutdown().await;
 
     // Without per-user prefixes a user may not list at all.

@@ -135,6 +135,18 @@ impl Server {
         me["user"].clone()
     }
 
+    /// The account id and the key prefix (`users/<id>/`) behind a session token.
+    pub async fn id_and_prefix(&self, token: &str) -> (String, String) {
+        let me = self.me(token).await;
+        let field = |f: &str| {
+            me[f]
+                .as_str()
+                .unwrap_or_else(|| panic!("{f} in {me}"))
+                .to_string()
+        };
+        (field("id"), field("prefix"))
+    }
+
     /// The status and body of `GET /v1/me` with `token`.
     pub async fn me_status(&self, token: &str) -> (u16, Value) {
         json(

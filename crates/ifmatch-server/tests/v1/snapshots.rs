@@ -225,6 +225,7 @@ async fn users_have_their_own_snapshots() {
     let s = Server::start(|c| c.user_prefixes = true).await;
     let alice = s.user("alice", "correct horse").await;
     let bob = s.user("bob", "battery staple").await;
+    let (_, pa) = s.id_and_prefix(&alice).await;
     let put = |token: &str, body: &'static str| {
         s.as_user(token, Method::PUT, "/v1/snapshots/deck")
             .body(body)
@@ -245,23 +246,17 @@ async fn users_have_their_own_snapshots() {
     // The operator's "deck" is a third one; the user's lives under their prefix.
     let (st, _) = call(s.op(Method::GET, "/v1/snapshots/deck")).await;
     assert_eq!(st, 404);
-    let (st, l) = call(s.op(
-        Method::GET,
-        "/v1/objects?prefix=users/alice/snapshots/deck/head",
-    ))
-    .await;
+    let head = format!("{pa}snapshots/deck/head");
+    let (st, l) = call(s.op(Method::GET, &format!("/v1/objects?prefix={head}"))).await;
     assert_eq!(st, 200, "{l}");
-    assert_eq!(
-        l["objects"][0]["key"], "users/alice/snapshots/deck/head",
-        "{l}"
-    );
+    assert_eq!(l["objects"][0]["key"], head.as_str(), "{l}");
     // A user's build lease is under their prefix too.
     let (st, l) = call(s.as_user(&alice, Method::POST, "/v1/snapshots/deck/build")).await;
     assert_eq!(st, 201, "{l}");
     let (st, _) = call(s.as_user(
         &alice,
         Method::GET,
-        "/v1/leases/users/alice/snapshot-build/deck",
+        &format!("/v1/leases/{pa}snapshot-build/deck"),
     ))
     .await;
     assert_eq!(st, 200);
