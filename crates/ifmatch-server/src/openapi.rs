@@ -2,7 +2,7 @@
 
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, Required, ResponseBuilder, Type};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -217,7 +217,13 @@ impl Modify for IdempotencyKeyHeader {
                  with the same key and request gets the first answer (`Idempotent-Replayed: true`) \
                  and never applies the change twice",
             ))
-            .schema(Some(Object::with_type(Type::String)))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(crate::idempotency_key::MAX_KEY_LEN))
+                    .pattern(Some("^[!-~]([ -~]*[!-~])?$")),
+            ))
             .build();
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") || path == "/v1/sessions" {
