@@ -23,6 +23,12 @@
 //!   finds the first request's change if it landed (and returns success
 //!   without applying it again), and otherwise the two can land at most once
 //!   between them.
+//! - Routes without a write identity of their own (a snapshot publish or
+//!   rollback without `If-Match`, a lease acquire, a claim) are protected
+//!   only while their answer is known: after an unknown outcome the retry
+//!   runs them again, so an unconditional publish or rollback can add one
+//!   more version with the same body. Publish with `If-Match: "<n>"` to make
+//!   the retry a 412 instead.
 //! - The same key with a different request: **422** `idempotency_key_reused`.
 //!   A retry while the first request still runs: **409**
 //!   `idempotency_in_progress` with `Retry-After`. A claim whose request died
