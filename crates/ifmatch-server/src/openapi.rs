@@ -157,20 +157,9 @@ impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         for (_, name, description) in COMMON {
-            components.responses.insert(
-                (*name).to_string(),
-                RefOr::T(
-                    ResponseBuilder::new()
-                        .description(*description)
-                        .content(
-                            "application/json",
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                .build(),
-                        )
-                        .build(),
-                ),
-            );
+            components
+                .responses
+                .insert((*name).to_string(), RefOr::T(error_response(description)));
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
@@ -247,21 +236,22 @@ impl Modify for IdempotencyKeyHeader {
                     op.responses
                         .responses
                         .entry(status.to_string())
-                        .or_insert_with(|| {
-                            RefOr::T(
-                                ResponseBuilder::new()
-                                    .description(text)
-                                    .content(
-                                        "application/json",
-                                        ContentBuilder::new()
-                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                            .build(),
-                                    )
-                                    .build(),
-                            )
-                        });
+                        .or_insert_with(|| RefOr::T(error_response(text)));
                 }
             }
         }
     }
+}
+
+/// A response with a JSON [`ErrorBody`].
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
