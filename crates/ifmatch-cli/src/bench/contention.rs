@@ -263,7 +263,8 @@ struct Counters {
     failed: AtomicU64,
 }
 
-fn policy(jitter: Jitter, seed: u64) -> RetryPolicy {
+/// The retry policy of the benchmark's update loops.
+pub(super) fn policy(jitter: Jitter, seed: u64) -> RetryPolicy {
     RetryPolicy::default()
         .with_max_attempts(1000)
         .with_delays(Duration::from_millis(2), Duration::from_millis(250))

@@ -12,18 +12,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use ifmatch::clock::SharedRng;
-use ifmatch::retry::RetryPolicy;
+use ifmatch::retry::Jitter;
 use ifmatch::store::intercept::{self, Call, Op};
 use ifmatch::store::{Condition, PutOptions, Store};
 use ifmatch::update::Updater;
 use ifmatch::{DynStore, Error};
 use serde::Serialize;
 
-use super::contention::{ContentionArgs, serial_limit};
+use super::contention::{ContentionArgs, policy, serial_limit};
 use super::{ms, progress, round2};
 
 /// The in-process report.
@@ -91,14 +90,6 @@ impl intercept::Intercept for Counted {
     }
 }
 
-fn policy(seed: u64) -> RetryPolicy {
-    RetryPolicy::default()
-        .with_max_attempts(1000)
-        .with_delays(Duration::from_millis(2), Duration::from_millis(250))
-        .with_deadline(Some(Duration::from_secs(120)))
-        .with_rng(SharedRng::seeded(seed))
-}
-
 /// Runs the in-process mode under a fresh prefix of `store` and removes its keys afterwards.
 pub async fn run(
     store: DynStore,
@@ -120,7 +111,7 @@ pub async fn run(
         puts: AtomicU64::new(0),
         other: AtomicU64::new(0),
     });
-    let updater = Updater::new(counted.clone(), policy(seed));
+    let updater = Updater::new(counted.clone(), policy(Jitter::Full, seed));
     let bar = progress((args.workers * args.ops) as u64, json, "in-process");
     let (acked, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
