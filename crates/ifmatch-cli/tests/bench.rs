@@ -7,6 +7,33 @@ use ifmatch::store::memory::MemoryStore;
 use ifmatch_cli::bench::contention::{ContentionArgs, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contention_in_process_combines_writes_and_loses_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let args = ContentionArgs {
+        workers: 32,
+        ops: 10,
+        in_process: true,
+        ..ContentionArgs::default()
+    };
+    let r = ifmatch_cli::bench::in_process::run(store.clone(), &args, 3, true)
+        .await
+        .unwrap();
+    assert_eq!(r.scenario, "contention-in-process");
+    assert_eq!(
+        (r.acknowledged, r.final_value, r.lost_updates, r.failed),
+        (320, 320, 0, 0)
+    );
+    assert!(r.puts < 320 && r.mean_batch > 1.0, "{r:?}");
+    assert!(r.serial_limit_ops_per_sec > 0.0 && r.vs_serial_limit > 0.0);
+    assert!(
+        ifmatch::store::list_all(&*store, "ifmatch-bench/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn contention_loses_nothing_with_ifmatch_and_counts_the_naive_losses() {
     let store = Arc::new(MemoryStore::new());
     let args = ContentionArgs {

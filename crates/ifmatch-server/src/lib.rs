@@ -90,6 +90,7 @@ use ifmatch::idempotency::Idempotency;
 use ifmatch::lease::Leases;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::tenantdb::{Sandbox, TenantDbs, TenantDbsConfig};
+use ifmatch::update::Updater;
 use tokio::net::TcpListener;
 
 pub use routes::router;
@@ -261,6 +262,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     store: DynStore,
+    updater: Updater,
     config: ServerConfig,
     key: Option<auth::OperatorKey>,
     leases: Leases,
@@ -332,6 +334,7 @@ impl AppState {
         };
         Ok(AppState {
             inner: Arc::new(Inner {
+                updater: Updater::new(store.clone(), config.retry.clone()),
                 store,
                 config,
                 key,
@@ -376,6 +379,10 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &DynStore {
         &self.inner.store
+    }
+    /// The update loop with group commit that PATCH runs through.
+    pub fn updater(&self) -> &Updater {
+        &self.inner.updater
     }
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {

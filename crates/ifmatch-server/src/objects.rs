@@ -12,7 +12,8 @@
 //!   version, evaluates the preconditions against it, and writes with
 //!   `Matches(that version)` (or `Absent`); if another writer got in
 //!   between, it evaluates again against the new version (a bounded number of times);
-//! - PATCH runs [`ifmatch::update::update`]: the closure evaluates the
+//! - PATCH runs the update loop through an [`Updater`] (concurrent PATCHes
+//!   of one key are combined into one write): the closure evaluates the
 //!   preconditions against each version it is given and applies the patch,
 //!   so with `If-Match` it is strict (412 once the version moved) and without
 //!   it the loop re-applies the patch to the newest value until it lands.
@@ -21,10 +22,12 @@
 //! them would not be 2xx: a GET, HEAD or PATCH of a missing key is 404 whatever
 //! the headers say.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use bytes::Bytes;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::{Fetch, Metadata};
-use ifmatch::update::Decision;
+use ifmatch::update::{Decision, Updater};
 use ifmatch::{Condition, Error, Object, ObjectMeta, PutOptions, Store, Version};
 
 use crate::error::{Abort, ApiError};
@@ -293,15 +296,32 @@ fn unfence(obj: Object) -> Result<Object, ApiError> {
     ifmatch::fence::unfence(obj).map_err(|e| ApiError::Store(Error::msg(e.to_string())))
 }
 
+/// `f` applied to the value without its fencing header (what
+/// [`ifmatch::fence::update`] does for an unfenced write), for the [`Updater`].
+fn unfenced<F>(
+    mut f: F,
+) -> impl FnMut(Option<&Object>) -> Result<Decision, ifmatch::error::BoxError> + Send + 'static
+where
+    F: FnMut(Option<&Object>) -> Result<Decision, ifmatch::error::BoxError> + Send + 'static,
+{
+    move |current| {
+        let view = current.cloned().map(ifmatch::fence::unfence).transpose()?;
+        f(view.as_ref())
+    }
+}
+
 /// PATCH: applies `patch` in the update loop (see the module docs), to the
-/// value without its fencing header; with a `token` (`Fencing-Token`) the
-/// write is fenced ([`ifmatch::fence::update`]).
+/// value without its fencing header. Without a `token`, through `updater`,
+/// so concurrent PATCHes of one key in this process are combined into one
+/// conditional write (group commit, [`Updater`]); with a `token`
+/// (`Fencing-Token`) the write is fenced ([`ifmatch::fence::update`]) and
+/// runs on its own.
 ///
 /// With a `write_id` (from an `Idempotency-Key`), every retry of one request
 /// carries the same write id, so a change that already landed is found and
 /// not applied again; the answer is then the key's current value.
 pub async fn patch(
-    store: &dyn Store,
+    updater: &Updater,
     key: &str,
     patch: &Patch,
     pre: &Preconditions,
@@ -309,22 +329,30 @@ pub async fn patch(
     token: Option<u64>,
     write_id: Option<&str>,
 ) -> Result<Patched, ApiError> {
-    let mut last: Option<(Bytes, Metadata)> = None;
-    let apply = |current: Option<&ifmatch::Object>| {
-        let Some(obj) = current else {
-            return Err(Abort::NotFound.into());
-        };
-        if pre.evaluate(Some(obj.version()), false) != Verdict::Proceed {
-            return Err(Abort::Precondition(Some(obj.meta.version.clone())).into());
+    let last: Arc<Mutex<Option<(Bytes, Metadata)>>> = Arc::default();
+    let apply = {
+        let (patch, pre, last) = (patch.clone(), pre.clone(), last.clone());
+        move |current: Option<&ifmatch::Object>| {
+            let Some(obj) = current else {
+                return Err(Abort::NotFound.into());
+            };
+            if pre.evaluate(Some(obj.version()), false) != Verdict::Proceed {
+                return Err(Abort::Precondition(Some(obj.meta.version.clone())).into());
+            }
+            let body = patch.apply(&obj.body).map_err(Abort::Patch)?;
+            let metadata = user_metadata(&obj.meta.metadata);
+            *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((body.clone(), metadata.clone()));
+            Ok(Decision::Write { body, metadata })
         }
-        let body = patch.apply(&obj.body).map_err(Abort::Patch)?;
-        let metadata = user_metadata(&obj.meta.metadata);
-        last = Some((body.clone(), metadata.clone()));
-        Ok(Decision::Write { body, metadata })
     };
-    let result = ifmatch::fence::update(store, key, token, write_id, policy, apply)
-        .await
-        .map_err(|e| crate::fenced::from_update(e, !pre.is_empty()))?;
+    let store = updater.store().as_ref();
+    let result = match (token, write_id) {
+        (Some(_), _) => ifmatch::fence::update(store, key, token, write_id, policy, apply).await,
+        (None, Some(id)) => updater.update_with_id(key, id, unfenced(apply)).await,
+        (None, None) => updater.update(key, unfenced(apply)).await,
+    }
+    .map_err(|e| crate::fenced::from_update(e, !pre.is_empty()))?;
     if result.replayed {
         // An earlier try of this request landed: answer with the value now.
         let obj = store
@@ -338,6 +366,7 @@ pub async fn patch(
             body: obj.body,
         });
     }
+    let last = last.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (result.version, last) {
         (Some(version), Some((body, metadata))) => Ok(Patched {
             version,

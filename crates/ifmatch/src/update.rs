@@ -13,7 +13,9 @@
 //! in the value's metadata (`ifmatch-wid`), with the ids of the writes before
 //! it (`ifmatch-hist`: up to the last [`HISTORY`], as many as the user's own
 //! metadata leaves room for, never fewer than [`MIN_HISTORY`]) and a count
-//! of writes since the key was created (`ifmatch-seq`).
+//! of changes since the key was created (`ifmatch-seq`). A combined write of
+//! an [`Updater`] (group commit, below) carries the ids of all its changes,
+//! comma-separated and in order, and counts each of them.
 //!
 //! An answer can fail to say whether a write landed: `Ambiguous` (the answer
 //! was lost, or the request may still be on its way and land later), or a
@@ -21,7 +23,8 @@
 //! write that already landed. Such a write is settled from the key's state,
 //! and only from evidence that cannot change later:
 //!
-//! - our id is in the history: it landed; done, without re-applying;
+//! - our id (for a combined write: the run of its ids) is in the history:
+//!   it landed; done, without re-applying;
 //! - the write we conditioned on is followed by another id: ours can never
 //!   land (only one write can follow a version, and versions never repeat);
 //!   re-apply on the new value;
@@ -47,6 +50,20 @@
 //! its way; a late create (`If-None-Match: *`) can land after the key is
 //! deleted again.
 //!
+//! ## Group commit
+//!
+//! One key cannot take more conditional writes per second than the store
+//! lands one after another. An [`Updater`] (module `group`) lifts that limit
+//! within one process: while a write for a key is in flight, later updates
+//! of that key through the same `Updater` queue in an in-process map of
+//! key → queue; the next write reads once, applies every queued closure in
+//! order and lands them all with one conditional write, each caller getting
+//! its own result. A conflict re-applies the whole batch; a closure that
+//! fails fails only its own caller; a batch takes only as many changes as
+//! the metadata budget holds beside [`MIN_HISTORY`] earlier ids (at most
+//! [`MAX_BATCH`]), the rest wait for the next write. The free functions
+//! here ([`update`], [`update_json`], ...) do not batch.
+//!
 //! ## Observability
 //!
 //! Through the `metrics` facade: `ifmatch_update_attempts_total`,
@@ -59,19 +76,21 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::clock::SharedRng;
 use crate::error::{BoxError, Error};
-use crate::key::MAX_METADATA_BYTES;
 use crate::retry::{Attempts, RetryPolicy};
 use crate::store::{Condition, Metadata, Object, PutOptions, Store, Version};
+
+mod group;
+mod lineage;
+
+pub use group::{MAX_BATCH, Updater};
+use lineage::{Landed, Lineage, judge};
 
 /// How many earlier write ids a value carries in its metadata.
 pub const HISTORY: usize = 64;
 
 /// The fewest earlier write ids the loop keeps: user metadata may take only
-/// what leaves room for them (see [`MAX_METADATA_BYTES`]).
+/// what leaves room for them (see [`crate::key::MAX_METADATA_BYTES`]).
 pub const MIN_HISTORY: usize = 8;
-
-/// The length of the loop's own random write ids (12 hex digits).
-const WRITE_ID_LEN: usize = 12;
 
 /// The longest write id a caller may choose ([`update_with_id`]).
 pub const MAX_WRITE_ID_LEN: usize = 32;
@@ -176,144 +195,6 @@ impl UpdateError {
     }
 }
 
-/// The loop's bookkeeping carried in metadata.
-#[derive(Debug, Clone, Default)]
-struct Lineage {
-    /// The ids of loop writes, oldest first, the current value's own last.
-    ids: Vec<String>,
-    /// Loop writes since creation; the history is complete when `seq <= ids.len()`.
-    seq: u64,
-}
-
-impl Lineage {
-    fn of(obj: Option<&Object>) -> Lineage {
-        let Some(obj) = obj else {
-            return Lineage::default();
-        };
-        let md = &obj.meta.metadata;
-        let Some(wid) = md.get(META_WRITE_ID) else {
-            // Written outside the loop: no usable history.
-            return Lineage {
-                ids: Vec::new(),
-                seq: u64::MAX,
-            };
-        };
-        let mut ids: Vec<String> = md
-            .get(META_HISTORY)
-            .map(|h| {
-                h.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.push(wid.clone());
-        let seq = md
-            .get(META_SEQ)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX);
-        Lineage { ids, seq }
-    }
-
-    fn current(&self) -> Option<&str> {
-        self.ids.last().map(String::as_str)
-    }
-
-    fn complete(&self) -> bool {
-        self.seq != u64::MAX && self.seq as usize <= self.ids.len()
-    }
-
-    /// The metadata entries of the write `wid` that follows this lineage,
-    /// added to the caller's `metadata`. The history keeps as many earlier
-    /// ids (newest first, at most [`HISTORY`] − 1) as fit in the metadata
-    /// budget ([`MAX_METADATA_BYTES`]) that the caller's own metadata leaves,
-    /// so user metadata and the loop's bookkeeping never exceed the limit
-    /// together; at least [`MIN_HISTORY`] ids must fit.
-    fn next(&self, key: &str, wid: &str, metadata: &mut Metadata) -> Result<(), Error> {
-        let seq = if self.seq == u64::MAX {
-            "?".to_string()
-        } else {
-            (self.seq + 1).to_string()
-        };
-        let user: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let own = META_WRITE_ID.len() + wid.len() + META_SEQ.len() + seq.len() + META_HISTORY.len();
-        let needed = own + MIN_HISTORY * (WRITE_ID_LEN + 1);
-        if user + needed > MAX_METADATA_BYTES {
-            return Err(Error::InvalidInput(format!(
-                "the user metadata of key '{key}' takes {user} bytes; with the update loop's own bookkeeping ({needed} bytes) that passes the limit of {MAX_METADATA_BYTES} bytes: keep user metadata under {} bytes",
-                MAX_METADATA_BYTES - needed
-            )));
-        }
-        let room = MAX_METADATA_BYTES - user - own;
-        // Newest first, as many as fit (each id costs its length plus a comma).
-        let mut kept = 0usize;
-        let mut bytes = 0usize;
-        for id in self.ids.iter().rev().take(HISTORY - 1) {
-            let cost = id.len() + usize::from(kept > 0);
-            if bytes + cost > room {
-                break;
-            }
-            bytes += cost;
-            kept += 1;
-        }
-        let hist = self.ids[self.ids.len() - kept..].join(",");
-        metadata.insert(META_WRITE_ID.into(), wid.into());
-        metadata.insert(META_HISTORY.into(), hist);
-        metadata.insert(META_SEQ.into(), seq);
-        Ok(())
-    }
-}
-
-/// What the key's state says about a write whose answer did not settle it.
-#[derive(Debug, PartialEq, Eq)]
-enum Landed {
-    /// Our write id is in the key's history: it landed.
-    Yes,
-    /// Another write followed the version ours was conditioned on: ours can never land.
-    No,
-    /// The key is still at the version ours was conditioned on: ours may
-    /// still be on its way (late delivery), so nothing is decided yet.
-    Pending,
-    /// The history cannot tell.
-    Unknown,
-}
-
-fn judge(
-    base: &Lineage,
-    base_version: Option<&Version>,
-    wid: &str,
-    now: Option<&Object>,
-) -> Landed {
-    let after = Lineage::of(now);
-    if after.ids.iter().any(|id| id == wid) {
-        return Landed::Yes;
-    }
-    match (base_version, now) {
-        (None, None) => return Landed::Pending,
-        (Some(v), Some(o)) if &o.meta.version == v => return Landed::Pending,
-        _ => {}
-    }
-    match base.current() {
-        // We conditioned on a loop write: another id after it in the history
-        // is the one write that could follow it, so ours never will.
-        Some(prev) => match after.ids.iter().position(|id| id == prev) {
-            Some(i) if i + 1 < after.ids.len() => Landed::No,
-            _ => Landed::Unknown,
-        },
-        // We created the key: a complete history without our id says another
-        // writer created it, and a create can only land on an absent key.
-        None if base.seq == 0 => {
-            if now.is_some() && after.complete() {
-                Landed::No
-            } else {
-                Landed::Unknown
-            }
-        }
-        // We conditioned on a value written outside the loop.
-        None => Landed::Unknown,
-    }
-}
-
 /// How a write of the loop ended, once settled.
 enum Settled {
     /// It landed; the version now (and the object, when read back).
@@ -346,7 +227,7 @@ async fn settle_put(
     opts: PutOptions,
     base: &Lineage,
     base_version: Option<&Version>,
-    wid: &str,
+    wids: &[String],
     policy: &RetryPolicy,
     attempts: &mut Attempts<'_>,
 ) -> Result<Settled, UpdateError> {
@@ -372,8 +253,8 @@ async fn settle_put(
                         return Ok(Settled::Unknown);
                     }
                 };
-                let landed = judge(base, base_version, wid, now.as_ref());
-                tracing::debug!(key, write_id = %wid, ?landed, ambiguous, "settling a write");
+                let landed = judge(base, base_version, wids, now.as_ref());
+                tracing::debug!(key, write_ids = ?wids, ?landed, ambiguous, "settling a write");
                 match landed {
                     Landed::Yes => {
                         if unsettled {
@@ -430,9 +311,28 @@ where
     F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
 {
     let wid = write_id(&policy.rng);
-    update_inner(store, key, policy, &wid, false, f)
+    update_inner(store, key, policy, None, single(key, wid, f))
         .await
         .map(|(u, _)| u)
+}
+
+/// The closure of a single update as the loop runs it: its decision carries its one write id.
+fn single<F>(
+    key: &str,
+    wid: String,
+    mut f: F,
+) -> impl FnMut(Option<&Object>) -> Result<(Decision, Vec<String>), UpdateError>
+where
+    F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
+{
+    let ids = vec![wid];
+    move |cur| {
+        let decision = f(cur).map_err(|source| UpdateError::Aborted {
+            key: key.to_string(),
+            source,
+        })?;
+        Ok((decision, ids.clone()))
+    }
 }
 
 /// [`update`] with a write id chosen by the caller instead of a random one.
@@ -461,9 +361,15 @@ where
     F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
 {
     check_write_id(write_id)?;
-    update_inner(store, key, policy, write_id, true, f)
-        .await
-        .map(|(u, _)| u)
+    update_inner(
+        store,
+        key,
+        policy,
+        Some(write_id),
+        single(key, write_id.to_string(), f),
+    )
+    .await
+    .map(|(u, _)| u)
 }
 
 fn check_write_id(id: &str) -> Result<(), Error> {
@@ -481,24 +387,27 @@ fn check_write_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// The loop itself; also returns the object in which our write id was found,
+/// The loop itself; also returns the object in which our write was found,
 /// when the outcome was settled by reading the key (or it was a replay).
+///
+/// `f` returns the decision and the ids of the changes a write carries
+/// (one for an update, several for a combined write of an [`Updater`]).
+/// With `replay`, a key whose history already holds that id is a replay.
 async fn update_inner<F>(
     store: &dyn Store,
     key: &str,
     policy: &RetryPolicy,
-    wid: &str,
-    replayable: bool,
+    replay: Option<&str>,
     mut f: F,
 ) -> Result<(Updated, Option<Object>), UpdateError>
 where
-    F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
+    F: FnMut(Option<&Object>) -> Result<(Decision, Vec<String>), UpdateError>,
 {
     let mut attempts = policy.start();
     let mut conflicts = 0u32;
     let mut ambiguous_resolved = 0u32;
     let mut current = read(store, key, policy).await?;
-    if replayable && Lineage::of(current.as_ref()).ids.iter().any(|id| id == wid) {
+    if replay.is_some_and(|wid| Lineage::of(current.as_ref()).contains(wid)) {
         // An earlier call with this write id landed: nothing to do again.
         let version = current.as_ref().map(|o| o.meta.version.clone());
         let updated = Updated {
@@ -514,10 +423,7 @@ where
     loop {
         attempts.begin();
         metrics::counter!("ifmatch_update_attempts_total").increment(1);
-        let decision = f(current.as_ref()).map_err(|source| UpdateError::Aborted {
-            key: key.to_string(),
-            source,
-        })?;
+        let (decision, wids) = f(current.as_ref())?;
         let condition = match &current {
             Some(o) => Condition::Matches(o.meta.version.clone()),
             None => Condition::Absent,
@@ -543,7 +449,7 @@ where
                 return Ok((u, None));
             }
             Decision::Write { body, mut metadata } => {
-                base.next(key, wid, &mut metadata)?;
+                base.next(key, &wids, &mut metadata)?;
                 let opts = PutOptions {
                     condition,
                     metadata,
@@ -557,7 +463,7 @@ where
                     opts,
                     &base,
                     base_version.as_ref(),
-                    wid,
+                    &wids,
                     policy,
                     &mut attempts,
                 )
@@ -721,8 +627,9 @@ where
     T: Serialize + DeserializeOwned,
     F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
 {
-    let wid = write_id(&policy.rng);
-    update_json_inner(store, key, policy, &wid, false, f).await
+    let last = JsonSlot::default();
+    let r = update(store, key, policy, json_step(key, f, last.clone())).await;
+    json_result(key, r.map(|u| (u, None)), &last)
 }
 
 /// [`update_json`] with a caller-chosen write id; see [`update_with_id`].
@@ -740,55 +647,72 @@ where
     F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
 {
     check_write_id(write_id)?;
-    update_json_inner(store, key, policy, write_id, true, f).await
+    let last = JsonSlot::default();
+    let step = single(key, write_id.to_string(), json_step(key, f, last.clone()));
+    let r = update_inner(store, key, policy, Some(write_id), step).await;
+    json_result(key, r, &last)
 }
 
-async fn update_json_inner<T, F>(
-    store: &dyn Store,
+/// Where a JSON update's closure leaves the last value it returned.
+type JsonSlot<T> = std::sync::Arc<std::sync::Mutex<Option<T>>>;
+
+fn parse_json<T: DeserializeOwned>(key: &str, o: &Object) -> Result<T, BoxError> {
+    serde_json::from_slice(&o.body).map_err(|e| {
+        BoxError::from(format!(
+            "stored value of '{key}' is not the expected JSON: {e}"
+        ))
+    })
+}
+
+/// The closure of a JSON update as the loop runs it: parses, applies `f`,
+/// serialises, and leaves `f`'s answer in `last`.
+fn json_step<T, F>(
     key: &str,
-    policy: &RetryPolicy,
-    wid: &str,
-    replayable: bool,
     mut f: F,
-) -> Result<UpdatedJson<T>, UpdateError>
+    last: JsonSlot<T>,
+) -> impl FnMut(Option<&Object>) -> Result<Decision, BoxError> + use<T, F>
 where
     T: Serialize + DeserializeOwned,
     F: FnMut(Option<T>) -> Result<Option<T>, BoxError>,
 {
-    let parse = |o: &Object| -> Result<T, BoxError> {
-        serde_json::from_slice(&o.body).map_err(|e| {
-            BoxError::from(format!(
-                "stored value of '{key}' is not the expected JSON: {e}"
-            ))
-        })
-    };
-    let mut last: Option<T> = None;
-    let (updated, seen) = update_inner(store, key, policy, wid, replayable, |cur| {
-        let parsed: Option<T> = cur.map(parse).transpose()?;
+    let key = key.to_string();
+    move |cur| {
+        let parsed: Option<T> = cur.map(|o| parse_json(&key, o)).transpose()?;
         let next = f(parsed)?;
         let decision = match &next {
             Some(v) => Decision::write(serde_json::to_vec(v)?),
             None => Decision::Delete,
         };
-        last = next;
+        *last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         Ok(decision)
-    })
-    .await?;
-    if updated.replayed {
-        // `f` did not run: the value is the stored one in which our write was found.
-        last = seen
-            .as_ref()
-            .map(parse)
+    }
+}
+
+/// The answer of a JSON update from the loop's: the value `f` last
+/// returned, or on a replay (`f` did not run) the stored value in which our
+/// write was found.
+fn json_result<T: DeserializeOwned>(
+    key: &str,
+    r: Result<(Updated, Option<Object>), UpdateError>,
+    last: &JsonSlot<T>,
+) -> Result<UpdatedJson<T>, UpdateError> {
+    let (updated, seen) = r?;
+    let value = if updated.replayed {
+        seen.as_ref()
+            .map(|o| parse_json(key, o))
             .transpose()
             .map_err(|source| UpdateError::Aborted {
                 key: key.to_string(),
                 source,
-            })?;
-    }
-    Ok(UpdatedJson {
-        value: last,
-        updated,
-    })
+            })?
+    } else {
+        last.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    };
+    Ok(UpdatedJson { value, updated })
 }
 
 #[cfg(test)]

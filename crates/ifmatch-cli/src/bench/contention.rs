@@ -9,6 +9,8 @@
 //! - `no-jitter`: the update loop with plain capped exponential backoff, no
 //!   randomness (seed 000, phase 1): contenders retry in lockstep.
 //!
+//! `--in-process` runs the group-commit mode instead (`super::in_process`).
+//!
 //! For each mode: `acknowledged` increments (the worker was told it succeeded),
 //! the `final_value`, `lost_updates` (acknowledged − final), `conflicts`,
 //! `attempts`, `wall_ms` and `ops_per_sec` (acknowledged / wall time). And
@@ -51,6 +53,10 @@ pub struct ContentionArgs {
     /// chart plots the median of each point, to damp a noisy machine.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Run the in-process mode instead: `--workers` tasks in this process
+    /// share one group-commit `Updater` (e.g. `--workers 64 --ops 50`).
+    #[arg(long, conflicts_with_all = ["sweep", "svg"])]
+    pub in_process: bool,
 }
 
 impl Default for ContentionArgs {
@@ -61,6 +67,7 @@ impl Default for ContentionArgs {
             sweep: None,
             svg: None,
             repeat: 1,
+            in_process: false,
         }
     }
 }
@@ -87,6 +94,10 @@ pub async fn run_cli(
     seed: u64,
     json: bool,
 ) -> Result<String, Error> {
+    if args.in_process {
+        let r = super::in_process::run(store, args, seed, json).await?;
+        return super::output(&r, json, super::in_process::render);
+    }
     let Some(sweep) = &args.sweep else {
         if args.svg.is_some() {
             return Err(Error::InvalidInput(
@@ -252,7 +263,8 @@ struct Counters {
     failed: AtomicU64,
 }
 
-fn policy(jitter: Jitter, seed: u64) -> RetryPolicy {
+/// The retry policy of the benchmark's update loops.
+pub(super) fn policy(jitter: Jitter, seed: u64) -> RetryPolicy {
     RetryPolicy::default()
         .with_max_attempts(1000)
         .with_delays(Duration::from_millis(2), Duration::from_millis(250))
@@ -303,7 +315,7 @@ pub async fn run(
 }
 
 /// The median latency of 30 uncontended conditional writes.
-async fn serial_limit(store: &DynStore, key: &str) -> Result<Duration, Error> {
+pub(super) async fn serial_limit(store: &DynStore, key: &str) -> Result<Duration, Error> {
     let mut v = store.put(key, "0".into(), PutOptions::any()).await?;
     let mut samples = Vec::with_capacity(30);
     for i in 1..=30u32 {

@@ -9,6 +9,7 @@
 pub mod all;
 pub mod contention;
 pub mod idempotency;
+pub mod in_process;
 pub mod lease;
 pub mod snapshot;
 pub mod svg;

@@ -335,7 +335,7 @@ pub async fn patch_object(
     let cfg = app.config();
     let write_id = idempotent.as_ref().map(|Extension(i)| i.write_id.as_str());
     let p = objects::patch(
-        app.store().as_ref(),
+        app.updater(),
         &key,
         &patch,
         &pre,

@@ -77,6 +77,16 @@ async fn race_dynalite() {
     crate::suite::race(store, 8, 50).await;
 }
 
+/// Group commit on dynalite: 64 tasks through two updaters on one table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_race_dynalite() {
+    let Some(endpoint) = server(DYNALITE) else {
+        return;
+    };
+    let (store, _) = fresh(&endpoint).await;
+    crate::suite::group_race(store, 64, 10).await;
+}
+
 /// The basic contract, checked directly here as well (both servers).
 async fn basics(store: &dyn Store) {
     // Create, read back with metadata, head without the value.

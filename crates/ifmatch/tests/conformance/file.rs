@@ -8,7 +8,7 @@ use ifmatch::store::file::FileStore;
 use ifmatch::store::{PutOptions, Store};
 use ifmatch::update::update_json;
 
-use crate::suite::{Caps, conformance as run, race as run_race, race_policy};
+use crate::suite::{Caps, conformance as run, group_race, race as run_race, race_policy};
 
 const CAPS: Caps = Caps {
     large_values: true,
@@ -42,6 +42,12 @@ async fn conformance() {
 async fn race() {
     let dir = TempDir::new("race");
     run_race(Arc::new(FileStore::open(&dir.0).unwrap()), 8, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_race() {
+    let dir = TempDir::new("group");
+    group_race(Arc::new(FileStore::open(&dir.0).unwrap()), 64, 20).await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::suite::{Caps, conformance as run, race as run_race};
+use crate::suite::{Caps, conformance as run, group_race, race as run_race};
 use ifmatch::store::memory::MemoryStore;
 
 const CAPS: Caps = Caps {
@@ -18,6 +18,11 @@ async fn conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race() {
     run_race(Arc::new(MemoryStore::new()), 8, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_race() {
+    group_race(Arc::new(MemoryStore::new()), 64, 20).await;
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use ifmatch::{DynStore, Error, ErrorKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::suite::{Caps, conformance as run, race as run_race};
+use crate::suite::{Caps, conformance as run, group_race, race as run_race};
 
 const CAPS: Caps = Caps {
     large_values: true,
@@ -60,6 +60,13 @@ async fn conformance() {
 async fn race() {
     let Some(store) = store().await else { return };
     run_race(store, 8, 50).await;
+}
+
+/// Group commit on moto: 64 tasks through two updaters on one bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_race() {
+    let Some(store) = store().await else { return };
+    group_race(store, 64, 10).await;
 }
 
 #[tokio::test]

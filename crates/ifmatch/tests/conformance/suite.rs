@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ifmatch::clock::SharedRng;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::{Condition, Fetch, ListPage, Metadata, PutOptions, Version, list_all};
-use ifmatch::update::update_json;
+use ifmatch::update::{META_SEQ, Updater, update_json};
 use ifmatch::{DynStore, Error, ErrorKind};
 
 /// What a backend can do beyond the common contract.
@@ -547,5 +547,55 @@ pub async fn race(store: DynStore, workers: usize, per_worker: usize) {
     assert_eq!(
         acks, expected,
         "acknowledged values are not exactly 1..={total}"
+    );
+}
+
+/// Group commit: `tasks` concurrent tasks × `per_task` increments of one
+/// key through two [`Updater`]s on `store` (two processes' worth of batches
+/// racing each other through compare-and-swap) end at exactly the total,
+/// and every caller was told a distinct value (none lost, none applied
+/// twice, each caller its own result).
+pub async fn group_race(store: DynStore, tasks: usize, per_task: usize) {
+    let key = format!("{}group/counter", prefix());
+    let total = tasks * per_task;
+    let updaters = [
+        Updater::new(store.clone(), race_policy(7)),
+        Updater::new(store.clone(), race_policy(8)),
+    ];
+    let acks = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let updater = updaters[t % 2].clone();
+        let key = key.clone();
+        let acks = acks.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let r = updater
+                    .update_json(&key, |n: Option<u64>| Ok(Some(n.unwrap_or(0) + 1)))
+                    .await
+                    .unwrap_or_else(|e| panic!("task {t}: {e}"));
+                acks.lock()
+                    .unwrap()
+                    .push(r.value.expect("a value was written"));
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("a task panicked");
+    }
+    let got = store.get(&key).await.unwrap();
+    let final_value: u64 = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(final_value, total as u64, "lost or doubled updates");
+    assert_eq!(
+        got.meta.metadata.get(META_SEQ).map(String::as_str),
+        Some(total.to_string().as_str()),
+        "the loop's change count"
+    );
+    let mut acks = acks.lock().unwrap().clone();
+    acks.sort_unstable();
+    let expected: Vec<u64> = (1..=total as u64).collect();
+    assert_eq!(
+        acks, expected,
+        "callers' values are not exactly 1..={total}"
     );
 }

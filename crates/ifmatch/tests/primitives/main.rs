@@ -7,5 +7,6 @@
 #[path = "../common/backends.rs"]
 mod backends;
 mod fence;
+mod group_commit;
 mod idempotency;
 mod lease;
