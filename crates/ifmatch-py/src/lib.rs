@@ -32,6 +32,8 @@ mod update;
 #[pymodule]
 fn _ifmatch(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::open, m)?)?;
+    // The Anki collection schema of seed 003, for `TenantDbs(schema=...)`.
+    m.add("ANKI_SCHEMA", ifmatch::tenantdb::anki::SCHEMA_SQL)?;
     m.add_class::<store::Store>()?;
     m.add_class::<store::Object>()?;
     m.add_class::<store::ObjectMeta>()?;

@@ -5,8 +5,9 @@
 //! leases, snapshots) are reached from a `Store` too; their bindings live in
 //! their own modules and the methods here only hand over.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use ifmatch::store::prefix::PrefixStore;
 use ifmatch::store::{Fetch, ListEntry as LibListEntry, ListPage, Metadata, ObjectMeta as LibMeta};
 use ifmatch::{Condition, Object as LibObject, PutOptions, Version};
 use pyo3::prelude::*;
@@ -87,6 +88,19 @@ impl Store {
             seed,
             retry.map(|r| r.clone()),
         ))
+    }
+
+    /// A handle on the keys under `prefix/` in this store, so that several
+    /// applications or test runs can share one bucket or table.
+    fn prefixed(&self, py: Python<'_>, prefix: &str) -> PyResult<Store> {
+        let inner =
+            PrefixStore::new(self.ctx.store.clone(), prefix).map_err(|e| store_error(py, &e))?;
+        let mut ctx = self.ctx.clone();
+        ctx.store = Arc::new(inner);
+        Ok(Store {
+            ctx,
+            url: format!("{} (under {prefix}/)", self.url),
+        })
     }
 
     /// The value of `key` with its version and metadata; `NotFoundError` if absent.

@@ -9,7 +9,7 @@
 //! the transaction back, uploads nothing, and propagates unchanged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ifmatch::tenantdb::{SchemaHook, TenantDbError, TenantDbs as LibTenantDbs, TenantDbsConfig};
 use pyo3::exceptions::PyRuntimeError;
@@ -50,13 +50,16 @@ fn with_tx<R>(
         let handle = Bound::new(
             py,
             Tx {
-                conn: conn as *const rusqlite::Connection,
+                conn: Mutex::new(Some(Loan {
+                    conn: conn as *const rusqlite::Connection,
+                    thread: std::thread::current().id(),
+                })),
                 read_only,
             },
         )?;
         let out = f(py, &handle);
         // The connection is only borrowed for this call: a Tx kept beyond it is closed.
-        handle.borrow_mut().conn = std::ptr::null();
+        *handle.get().conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         out
     })
 }
@@ -175,24 +178,43 @@ fn to_py(py: Python<'_>, v: &impl serde::Serialize) -> PyResult<Py<PyAny>> {
     json_to_py(py, &value)
 }
 
-/// A connection handed to a `write` or `read` function, valid while it runs.
-#[pyclass(module = "ifmatch", unsendable)]
-pub struct Tx {
-    /// The borrowed connection; null once the function has returned.
+/// A connection lent to one Python call, and the thread that call runs on.
+struct Loan {
     conn: *const rusqlite::Connection,
+    thread: std::thread::ThreadId,
+}
+
+// SAFETY: the pointer is only dereferenced by `Tx::conn`, on the thread that
+// lent it (checked) and while the loan lasts (`with_tx` takes it back before
+// the borrow it was made from ends). Moving or dropping a `Tx` elsewhere
+// touches only the pointer value.
+unsafe impl Send for Loan {}
+
+/// A connection handed to a `write` or `read` function, valid while it runs.
+#[pyclass(module = "ifmatch", frozen)]
+pub struct Tx {
+    /// The lent connection; None once the function has returned.
+    conn: Mutex<Option<Loan>>,
     read_only: bool,
 }
 
 impl Tx {
     fn conn(&self) -> PyResult<&rusqlite::Connection> {
-        // SAFETY: `conn` is set by `with_tx` from a connection borrowed for
-        // the duration of the Python call it makes, and nulled before that
-        // borrow ends; `Tx` is unsendable, so it is only used on that thread.
-        unsafe { self.conn.as_ref() }.ok_or_else(|| {
-            PyRuntimeError::new_err(
+        let loan = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        match loan.as_ref() {
+            Some(l) if l.thread == std::thread::current().id() => {
+                // SAFETY: see `Loan`: on the lending thread, during the loan.
+                // The loan ends only after the Python call running this
+                // method has returned, so the reference cannot outlive it.
+                Ok(unsafe { &*l.conn })
+            }
+            Some(_) => Err(PyRuntimeError::new_err(
+                "tx belongs to the thread running the transaction function: use it only there",
+            )),
+            None => Err(PyRuntimeError::new_err(
                 "this transaction is over: use tx only inside the function it was given to",
-            )
-        })
+            )),
+        }
     }
 
     fn run(

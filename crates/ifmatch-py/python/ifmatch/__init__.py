@@ -38,6 +38,7 @@ from ._errors import (
     UserNotFoundError,
 )
 from ._ifmatch import (
+    ANKI_SCHEMA,
     Accounts,
     BuildContext,
     FencedValue,
@@ -61,6 +62,7 @@ from ._ifmatch import (
 )
 
 __all__ = [
+    "ANKI_SCHEMA",
     "Accounts",
     "AmbiguousError",
     "BuildContext",
