@@ -37,11 +37,10 @@ def _services() -> tuple[ifmatch.Store, ifmatch.Accounts, ifmatch.TenantDbs, ifm
     """Opened once per Lambda container and reused by every invocation."""
     if not _state:
         store = ifmatch.open(os.environ.get("IFMATCH_STORE", "file:///tmp/ifmatch-data"))
-        hash_params = os.environ.get("FLASHCARDS_HASH_PARAMS")  # tests only: cheap hashing
+        cheap = os.environ.get("FLASHCARDS_HASH_PARAMS")  # tests only: cheaper argon2id
+        m, t, p = (int(x) for x in cheap.split(",")) if cheap else (0, 0, 0)
         _state["store"] = store
-        _state["accounts"] = ifmatch.Accounts(
-            store, hash_params=tuple(int(p) for p in hash_params.split(",")) if hash_params else None
-        )
+        _state["accounts"] = ifmatch.Accounts(store, hash_params=(m, t, p) if cheap else None)
         _state["dbs"] = ifmatch.TenantDbs(
             store, os.environ.get("IFMATCH_CACHE_DIR", "/tmp/ifmatch-cache"), schema=ifmatch.ANKI_SCHEMA
         )
@@ -98,7 +97,7 @@ def _review(tx: ifmatch.Tx, note_id: int, ease: int) -> int:
         "INSERT INTO revlog (id, cid, usn, ease, ivl, lastIvl, factor, time, type) VALUES (NULL, ?, -1, ?, ?, ?, ?, 0, 1)",
         (card_id, ease, new_ivl, ivl, factor),
     )
-    return tx.query("SELECT count(*) FROM revlog WHERE cid = ?", (card_id,))[0][0]
+    return int(tx.query("SELECT count(*) FROM revlog WHERE cid = ?", (card_id,))[0][0])
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
