@@ -67,19 +67,21 @@ def test_renewal_keeps_the_lease(open_store: Callable[..., ifmatch.Store]) -> No
     clock = ifmatch.ManualClock(start=1_700_000_000)
     a = open_store(seed=1, clock=clock)
     with a.lease("job", ttl=30) as lease:
-        before = lease.expires_at
-        for _ in range(3):
-            renewed = threading.Event()
-            clock.advance(10)
-            # The renewal runs in the background; wait for its new expiry.
-            for _ in range(1000):
-                if lease.expires_at > before:
-                    renewed.set()
+        start = clock.now()
+        renewals = []
+        # Move the clock a second at a time; the background renewal (due every
+        # 10 s of clock time) moves the expiry forward each time it lands.
+        while len(renewals) < 3 and clock.now() - start < 60:
+            before = lease.expires_at
+            clock.advance(1)
+            for _ in range(5):
+                if lease.expires_at != before:
+                    renewals.append(clock.now() - start)
                     break
                 lease.wait_lost(timeout=0.01)
-            assert renewed.is_set() and lease.held
-            before = lease.expires_at
-        # 30 s have passed on the clock: without the renewals the lease would be gone.
+        assert len(renewals) == 3 and lease.held, renewals
+        # 30 s and more have passed on the clock: without the renewals the lease would be free.
+        assert clock.now() - start >= 30
         with pytest.raises(ifmatch.LeaseHeldError):
             with open_store(seed=2, clock=clock).lease("job", ttl=30):
                 pass
