@@ -46,6 +46,11 @@ pub fn json_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
     Ok(json(py)?.call_method1("loads", (text,))?.unbind())
 }
 
+/// `bytes` parsed as JSON (with Python's `json.loads`).
+pub fn json_loads(py: Python<'_>, bytes: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(json(py)?.call_method1("loads", (bytes.bind(py),))?.unbind())
+}
+
 /// Bytes given as `bytes`, `bytearray` or `str` (stored as UTF-8).
 pub fn body(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(s) = value.cast::<PyString>() {

@@ -12,7 +12,7 @@
 //! The package around this extension (`python/ifmatch`) adds the
 //! `@ifmatch.idempotent` decorator, the exception classes, type stubs and the
 //! `py.typed` marker. It is built with maturin and tested with pytest against
-//! every backend (`crates/ifmatch-py/README.md`).
+//! every backend by `scripts/python-tests` (the README's "Python" section).
 
 use pyo3::prelude::*;
 

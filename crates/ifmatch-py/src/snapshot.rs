@@ -296,9 +296,7 @@ impl Served {
     }
     /// The artifact parsed as JSON.
     fn json(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(PyModule::import(py, "json")?
-            .call_method1("loads", (self.body.bind(py),))?
-            .unbind())
+        crate::convert::json_loads(py, &self.body)
     }
     fn __repr__(&self) -> String {
         format!(
