@@ -168,7 +168,8 @@ impl Store {
         block(py, async move { store.delete(key, cond).await }).map_err(|e| store_error(py, &e))
     }
 
-    /// An iterator over pages (lists of `ListEntry`) of the keys under `prefix`, in key order.
+    /// An iterator over pages (lists of `ListEntry`) of the keys under `prefix`
+    /// (in key order; on DynamoDB in its scan order).
     #[pyo3(signature = (prefix="", *, page_size=1000))]
     fn list(&self, prefix: &str, page_size: usize) -> ListPages {
         ListPages {
