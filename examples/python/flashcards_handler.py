@@ -6,8 +6,8 @@ through a cache on the Lambda's /tmp: a warm read downloads nothing and
 uploads nothing, and a write uploads only the pages it changed, with one
 conditional write, so concurrent invocations never lose each other's
 changes (the seed's design lost them). Users are ifmatch accounts;
-adding a note is idempotent per request id, so API Gateway's or a client's
-retry never adds it twice.
+adding a note is one idempotent commit per request id, so API Gateway's or a
+client's retry never adds it twice.
 
 Routes (HTTP Basic credentials on all but registration):
 
@@ -33,7 +33,7 @@ import ifmatch
 _state: dict[str, Any] = {}
 
 
-def _services() -> tuple[ifmatch.Store, ifmatch.Accounts, ifmatch.TenantDbs, ifmatch.Idempotency]:
+def _services() -> tuple[ifmatch.Store, ifmatch.Accounts, ifmatch.TenantDbs]:
     """Opened once per Lambda container and reused by every invocation."""
     if not _state:
         store = ifmatch.open(os.environ.get("IFMATCH_STORE", "file:///tmp/ifmatch-data"))
@@ -44,8 +44,7 @@ def _services() -> tuple[ifmatch.Store, ifmatch.Accounts, ifmatch.TenantDbs, ifm
         _state["dbs"] = ifmatch.TenantDbs(
             store, os.environ.get("IFMATCH_CACHE_DIR", "/tmp/ifmatch-cache"), schema=ifmatch.ANKI_SCHEMA
         )
-        _state["idem"] = ifmatch.Idempotency(store, prefix="flashcards/requests/")
-    return _state["store"], _state["accounts"], _state["dbs"], _state["idem"]
+    return _state["store"], _state["accounts"], _state["dbs"]
 
 
 def _response(status: int, body: Any) -> dict[str, Any]:
@@ -102,7 +101,7 @@ def _review(tx: ifmatch.Tx, note_id: int, ease: int) -> int:
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """The Lambda entry point."""
-    _, accounts, dbs, idem = _services()
+    _, accounts, dbs = _services()
     route = event.get("routeKey") or f"{event['requestContext']['http']['method']} {event['rawPath']}"
     try:
         if route == "POST /register":
@@ -118,10 +117,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if route == "POST /notes":
             body = _body(event)
             request_id = event["requestContext"]["requestId"]
-            note_id = idem.run(
-                f"{tenant}/{request_id}",
-                body,
-                lambda: dbs.write(tenant, lambda tx: _add_note(tx, body["front"], body["back"])),
+            note_id = dbs.write(
+                tenant, lambda tx: _add_note(tx, body["front"], body["back"]), commit_id=f"add-note/{request_id}"
             )
             return _response(201, {"id": note_id})
         if route == "POST /reviews":
@@ -137,7 +134,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return _response(409, {"error": "user_exists"})
     except (ifmatch.InvalidInputError, KeyError, ValueError) as e:
         return _response(400, {"error": "bad_request", "message": str(e)})
-    except ifmatch.PayloadMismatchError:
-        return _response(422, {"error": "request_id_reused"})
     except LookupError as e:
         return _response(404, {"error": "not_found", "message": str(e)})

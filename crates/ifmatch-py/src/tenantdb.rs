@@ -16,7 +16,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::convert::{json_to_py, seconds, sql_to_py, sql_value};
+use crate::convert::{json_to_py, py_to_json, seconds, sql_to_py, sql_value};
 use crate::errors::tenantdb_error;
 use crate::runtime::{block, call_python};
 use crate::store::Store;
@@ -115,15 +115,41 @@ impl TenantDbs {
     /// Runs `fn(tx)` in a transaction on the tenant's database and commits it
     /// to the store (creating the tenant if needed); returns what `fn` returns.
     /// `fn` may run more than once.
-    fn write(&self, py: Python<'_>, tenant: &str, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    ///
+    /// With `commit_id`, the commit is idempotent: a later call with the same
+    /// id for the same tenant that finds that commit landed returns its
+    /// stored result without running `fn` (retry with the same id after an
+    /// `AmbiguousError`, a timeout or a redelivery). The result must then be
+    /// JSON-serialisable, and comes back as JSON.
+    #[pyo3(signature = (tenant, func, *, commit_id=None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        func: Py<PyAny>,
+        commit_id: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
         let inner = &self.inner;
+        let Some(id) = commit_id else {
+            let run = move |tx: &rusqlite::Transaction<'_>| {
+                with_tx(tx, false, |py, handle| {
+                    func.bind(py).call1((handle,)).map(Bound::unbind)
+                })
+                .map_err(|e| TenantDbError::Aborted(Box::new(e)))
+            };
+            return block(py, async move { inner.write(tenant, run).await })
+                .map_err(|e| tenantdb_error(py, &e));
+        };
+        let what = format!("the result of a commit with id '{id}'");
         let run = move |tx: &rusqlite::Transaction<'_>| {
             with_tx(tx, false, |py, handle| {
-                func.bind(py).call1((handle,)).map(Bound::unbind)
+                py_to_json(&func.bind(py).call1((handle,))?, &what)
             })
             .map_err(|e| TenantDbError::Aborted(Box::new(e)))
         };
-        block(py, async move { inner.write(tenant, run).await }).map_err(|e| tenantdb_error(py, &e))
+        let result = block(py, async move { inner.write_once(tenant, id, run).await })
+            .map_err(|e| tenantdb_error(py, &e))?;
+        json_to_py(py, &result)
     }
 
     /// Runs `fn(tx)` on a read-only connection to the tenant's current

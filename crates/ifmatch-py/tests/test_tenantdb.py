@@ -109,3 +109,25 @@ def test_write_may_run_again_after_losing_a_race(store: ifmatch.Store, cache_dir
     assert second.stats()["conflicts"] == 1
     ids = first.read("alice", lambda tx: tx.query("SELECT id FROM notes ORDER BY id"))
     assert ids == [(1,), (100,), (200,)]
+
+
+def test_write_with_a_commit_id_is_applied_once(store: ifmatch.Store, cache_dirs: Callable[[], Path]) -> None:
+    """A redelivered request (here: in another container) with the same
+    commit id gets the first result and changes nothing."""
+    calls = []
+
+    def add(tx: ifmatch.Tx) -> dict[str, int]:
+        calls.append(1)
+        tx.execute("INSERT INTO notes (body) VALUES ('once')")
+        return {"id": tx.lastrowid}
+
+    first = ifmatch.TenantDbs(store, cache_dirs(), schema=SCHEMA)
+    assert first.write("alice", add, commit_id="req-1") == {"id": 1}
+    again = ifmatch.TenantDbs(store, cache_dirs(), schema=SCHEMA)
+    assert again.write("alice", add, commit_id="req-1") == {"id": 1}
+    assert len(calls) == 1
+    assert again.read("alice", lambda tx: tx.query("SELECT count(*) FROM notes")) == [(1,)]
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        again.write("alice", lambda tx: {1}, commit_id="req-2")
+    with pytest.raises(ifmatch.InvalidInputError):
+        again.write("alice", add, commit_id="")
