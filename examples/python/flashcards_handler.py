@@ -5,8 +5,10 @@ Each user's Anki collection is a tenant database in the store, opened
 through a cache on the Lambda's /tmp: a warm read downloads nothing and
 uploads nothing, and a write uploads only the pages it changed, with one
 conditional write, so concurrent invocations never lose each other's
-changes (the seed's design lost them). Users are ifmatch accounts;
-adding a note is one idempotent commit per request id, so API Gateway's or a
+changes (the seed's design lost them). Users are ifmatch accounts, each
+collection keyed by the account's immutable id (a deleted and re-registered
+username never sees the old collection); logins are throttled after repeated
+failures (429 with Retry-After); adding a note is one idempotent commit per request id, so API Gateway's or a
 client's retry never adds it twice.
 
 Routes (HTTP Basic credentials on all but registration):
@@ -66,7 +68,8 @@ def _user(event: dict[str, Any], accounts: ifmatch.Accounts) -> ifmatch.User:
     if not header.startswith("Basic "):
         raise ifmatch.InvalidCredentialsError("missing credentials")
     username, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    return accounts.authenticate(username, password)
+    client = event.get("requestContext", {}).get("http", {}).get("sourceIp")
+    return accounts.login(username, password, client=client)
 
 
 def _add_note(tx: ifmatch.Tx, front: str, back: str) -> int:
@@ -109,7 +112,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             user = accounts.create(body["username"], body.get("name", ""), body["password"])
             return _response(201, {"username": user.username})
         user = _user(event, accounts)
-        tenant = user.username
+        tenant = user.id
         if route == "GET /notes":
             rows = dbs.read(tenant, lambda tx: tx.query("SELECT id, flds FROM notes ORDER BY id"))
             notes = [{"id": i, "front": f.split("\x1f")[0], "back": f.split("\x1f")[1]} for i, f in rows]
@@ -130,6 +133,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return _response(200, {"notes": []}) if route == "GET /notes" else _response(404, {"error": "not_found"})
     except ifmatch.InvalidCredentialsError:
         return _response(401, {"error": "unauthorized"})
+    except ifmatch.TooManyRequestsError as e:
+        response = _response(429, {"error": "too_many_requests", "message": str(e)})
+        response["headers"]["retry-after"] = str(max(1, round(e.retry_after)))
+        return response
     except ifmatch.UserExistsError:
         return _response(409, {"error": "user_exists"})
     except (ifmatch.InvalidInputError, KeyError, ValueError) as e:

@@ -320,6 +320,18 @@ pub fn tenantdb_error(py: Python<'_>, e: &TenantDbError) -> PyErr {
             raise(py, "ConflictError", message(e), tenant(t))
         }
         TenantDbError::Sql { .. } => raise(py, "SqlError", message(e), vec![]),
+        TenantDbError::LimitExceeded { limit, .. } => raise(
+            py,
+            "LimitExceededError",
+            message(e),
+            vec![(
+                "which",
+                serde_json::to_value(limit)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| obj(py, s)))
+                    .unwrap_or_else(|| py.None()),
+            )],
+        ),
         TenantDbError::Store(inner) => store_error(py, inner),
         other => raise(py, kind_class(other.kind()), message(other), vec![]),
     }
@@ -338,6 +350,21 @@ pub fn accounts_error(py: Python<'_>, e: &AccountsError) -> PyErr {
         AccountsError::InvalidCredentials => {
             raise(py, "InvalidCredentialsError", message(e), vec![])
         }
+        AccountsError::Throttled { scope, retry_after } => raise(
+            py,
+            "ThrottledError",
+            message(e),
+            vec![
+                ("scope", obj(py, *scope)),
+                ("retry_after", obj(py, retry_after.as_secs_f64())),
+            ],
+        ),
+        AccountsError::Busy { retry_after, .. } => raise(
+            py,
+            "BusyError",
+            message(e),
+            vec![("retry_after", obj(py, retry_after.as_secs_f64()))],
+        ),
         AccountsError::Store(inner) => store_error(py, inner),
         AccountsError::Update(inner) => update_error(py, inner),
         other => raise(py, kind_class(other.kind()), message(other), vec![]),

@@ -71,8 +71,12 @@ impl TenantDbs {
     /// or a function of a `Tx`. `max_staleness` (seconds) lets reads skip
     /// the freshness check for that long; `cache_budget` bounds the cache in
     /// bytes; `gc_grace` (seconds) is how long superseded log entries stay.
+    /// `max_commit_bytes` (default 64 MiB) bounds the page bytes one commit
+    /// may change and `max_tenant_bytes` (default 1 GiB) the size a tenant
+    /// database may grow to: past either, the commit raises
+    /// `LimitExceededError` (`which` names the limit) before anything is uploaded.
     #[new]
-    #[pyo3(signature = (store, cache_dir, *, schema=None, max_staleness=0.0, cache_budget=None, checkpoint_every=None, gc_grace=None, prefix=None))]
+    #[pyo3(signature = (store, cache_dir, *, schema=None, max_staleness=0.0, cache_budget=None, checkpoint_every=None, gc_grace=None, prefix=None, max_commit_bytes=None, max_tenant_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -84,6 +88,8 @@ impl TenantDbs {
         checkpoint_every: Option<u64>,
         gc_grace: Option<f64>,
         prefix: Option<String>,
+        max_commit_bytes: Option<u64>,
+        max_tenant_bytes: Option<u64>,
     ) -> PyResult<Self> {
         let ctx = &store.ctx;
         let mut cfg = TenantDbsConfig::new(cache_dir)
@@ -104,6 +110,12 @@ impl TenantDbs {
         }
         if let Some(p) = prefix {
             cfg = cfg.with_prefix(p);
+        }
+        if let Some(b) = max_commit_bytes {
+            cfg = cfg.with_max_commit_bytes(b);
+        }
+        if let Some(b) = max_tenant_bytes {
+            cfg = cfg.with_max_tenant_bytes(b);
         }
         let store = ctx.store.clone();
         let inner = py
@@ -191,6 +203,15 @@ impl TenantDbs {
     /// Counters: cache hits and misses, commits, conflicts, retries, bytes and requests.
     fn stats(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         to_py(py, &self.inner.stats())
+    }
+
+    /// Waits until the background work queued so far (checkpoints, head
+    /// updates, garbage collection) is done. Call it before dropping the
+    /// last reference when the cache directory is to be reopened at once
+    /// (a job still running keeps it locked until it ends).
+    fn flush(&self, py: Python<'_>) {
+        let inner = &self.inner;
+        block(py, async move { inner.flush().await })
     }
 
     /// Whether the tenant has a copy in the local cache.

@@ -102,3 +102,17 @@ def test_flashcards_lambda(
     status, listed = call("GET", "/notes", user=alice)
     assert status == 200 and len(listed["notes"]) == 11
     assert {"id": created["id"], "front": "der Hund", "back": "the dog"} in listed["notes"]
+
+    # A re-registered username gets a new account id, so an empty collection.
+    assert call("POST", "/register", {"username": "bob", "password": "bob's password"})[0] == 201
+    assert call("POST", "/notes", {"front": "a", "back": "b"}, user=("bob", "bob's password"))[0] == 201
+    accounts = lam._services()[1]
+    assert accounts.delete("bob") is True
+    assert call("POST", "/register", {"username": "bob", "password": "new bob's pass"})[0] == 201
+    assert call("GET", "/notes", user=("bob", "new bob's pass")) == (200, {"notes": []})
+
+    # Repeated wrong passwords: 401 five times and once more, then 429 with Retry-After.
+    for _ in range(6):
+        assert call("GET", "/notes", user=("bob", "guessing"))[0] == 401
+    throttled = lam.handler(event("GET", "/notes", user=("bob", "new bob's pass")), None)
+    assert throttled["statusCode"] == 429 and int(throttled["headers"]["retry-after"]) >= 1

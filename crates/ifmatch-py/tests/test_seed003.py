@@ -158,7 +158,7 @@ def accounts(store: ifmatch.Store) -> ifmatch.Accounts:
 def test_5_1_registration(store: ifmatch.Store, accounts: ifmatch.Accounts) -> None:
     user = accounts.create("alice", "Alice Smith", "correct horse battery")
     assert (user.username, user.name) == ("alice", "Alice Smith") and user.created_at > 0
-    record = store.get("users/alice").text()
+    record = store.get("accounts/alice").text()
     assert "$argon2id$" in record and "correct horse battery" not in record  # hashed, never plain
     assert not hasattr(user, "password_hash")
     got = accounts.get("alice")

@@ -131,3 +131,29 @@ def test_write_with_a_commit_id_is_applied_once(store: ifmatch.Store, cache_dirs
         again.write("alice", lambda tx: {1}, commit_id="req-2")
     with pytest.raises(ifmatch.InvalidInputError):
         again.write("alice", add, commit_id="")
+
+
+def test_commits_past_a_cap_raise_limit_exceeded(store: ifmatch.Store, cache_dirs: Callable[[], Path]) -> None:
+    """Both caps refuse the commit before anything is uploaded, and name the limit."""
+    dbs = ifmatch.TenantDbs(
+        store, cache_dirs(), schema=SCHEMA, max_commit_bytes=64 * 1024, max_tenant_bytes=128 * 1024
+    )
+    dbs.write("alice", lambda tx: tx.execute("INSERT INTO notes (body) VALUES ('small')"))
+    seq = dbs.info("alice")["seq"]
+
+    def add_blob(size: int) -> Callable[[ifmatch.Tx], None]:
+        return lambda tx: tx.execute("INSERT INTO notes (body, data) VALUES ('big', zeroblob(?))", (size,))
+
+    with pytest.raises(ifmatch.LimitExceededError, match="commit size limit") as big_commit:
+        dbs.write("alice", add_blob(100 * 1024))
+    assert big_commit.value.which == "commit_bytes" and isinstance(big_commit.value, ifmatch.TooLargeError)
+    for _ in range(2):  # each 48 KiB blob fits the commit cap; two fit the 128 KiB quota
+        dbs.write("alice", add_blob(48 * 1024))
+    with pytest.raises(ifmatch.LimitExceededError, match="tenant database size limit") as full:
+        dbs.write("alice", add_blob(48 * 1024))
+    assert full.value.which == "tenant_bytes"
+    assert dbs.info("alice")["seq"] == seq + 2
+    assert dbs.read("alice", lambda tx: tx.query("SELECT count(*) FROM notes")) == [(3,)]
+    # Shrinking an oversized database stays allowed; the refused commits left nothing behind.
+    dbs.write("alice", lambda tx: tx.execute("DELETE FROM notes WHERE body = 'big'"))
+    dbs.flush()

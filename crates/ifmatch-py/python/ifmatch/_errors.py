@@ -67,6 +67,16 @@ class TooLargeError(Error):
     limit: int | None
 
 
+class LimitExceededError(TooLargeError):
+    """A tenant database commit, or a sandboxed batch, ran into a limit;
+    nothing was committed. ``which`` names the limit: ``"commit_bytes"``
+    (``TenantDbs(max_commit_bytes=)``), ``"tenant_bytes"``
+    (``TenantDbs(max_tenant_bytes=)``), ``"time"``, ``"rows"``, ``"size"`` or
+    ``"statements"``."""
+
+    which: str | None
+
+
 class UnsupportedError(Error):
     """The backend cannot perform this operation."""
 
@@ -128,3 +138,22 @@ class UserNotFoundError(NotFoundError):
 
 class InvalidCredentialsError(Error):
     """Wrong username or password (deliberately the same error for both)."""
+
+
+class TooManyRequestsError(UnavailableError):
+    """Refused for now, before any work was done: retry after ``retry_after``
+    seconds (an HTTP front end answers 429 with ``Retry-After``)."""
+
+    retry_after: float
+
+
+class ThrottledError(TooManyRequestsError):
+    """Too many failed logins lately; ``scope`` says whether
+    ``"for this username"`` or ``"from this address"``."""
+
+    scope: str
+
+
+class BusyError(TooManyRequestsError):
+    """Every password-hashing thread is busy and the queue in front of them
+    is full (``Accounts(hash_capacity=)``)."""
