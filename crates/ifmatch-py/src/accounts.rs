@@ -3,11 +3,13 @@
 //! failed-login back-off (the library's [`ifmatch::accounts`]). Hashes never
 //! reach Python.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ifmatch::accounts::{
-    Accounts as LibAccounts, AccountsConfig, HashParams, ThrottleConfig, User as LibUser,
+    Accounts as LibAccounts, AccountsConfig, AccountsError, HashParams, ThrottleConfig,
+    User as LibUser,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -60,12 +62,10 @@ impl Accounts {
     /// Creates a user, only if the username is free (`UserExistsError` otherwise).
     fn create(&self, py: Python<'_>, username: &str, name: &str, password: &str) -> PyResult<User> {
         let inner = &self.inner;
-        block(
+        user_result(
             py,
             async move { inner.create(username, name, password).await },
         )
-        .map(User::from)
-        .map_err(|e| accounts_error(py, &e))
     }
 
     /// The user, or None if there is none by that name.
@@ -90,12 +90,10 @@ impl Accounts {
     ) -> PyResult<User> {
         let client = client_address(py, client)?;
         let inner = &self.inner;
-        block(
+        user_result(
             py,
             async move { inner.login(username, password, client).await },
         )
-        .map(User::from)
-        .map_err(|e| accounts_error(py, &e))
     }
 
     /// A user changing their own password: checks `old` (behind the same
@@ -112,43 +110,35 @@ impl Accounts {
     ) -> PyResult<User> {
         let client = client_address(py, client)?;
         let inner = &self.inner;
-        block(py, async move {
+        user_result(py, async move {
             inner.change_password(username, old, new, client).await
         })
-        .map(User::from)
-        .map_err(|e| accounts_error(py, &e))
     }
 
     /// The user if the password is right; `InvalidCredentialsError` otherwise
     /// (the same for an unknown user). Not throttled: see `login`.
     fn authenticate(&self, py: Python<'_>, username: &str, password: &str) -> PyResult<User> {
         let inner = &self.inner;
-        block(
+        user_result(
             py,
             async move { inner.authenticate(username, password).await },
         )
-        .map(User::from)
-        .map_err(|e| accounts_error(py, &e))
     }
 
     /// Sets a user's password (an administrator's reset: the old one is not
     /// checked); `UserNotFoundError` if there is no such user. The revision goes up.
     fn set_password(&self, py: Python<'_>, username: &str, password: &str) -> PyResult<User> {
         let inner = &self.inner;
-        block(
+        user_result(
             py,
             async move { inner.set_password(username, password).await },
         )
-        .map(User::from)
-        .map_err(|e| accounts_error(py, &e))
     }
 
     /// Changes a user's display name.
     fn set_name(&self, py: Python<'_>, username: &str, name: &str) -> PyResult<User> {
         let inner = &self.inner;
-        block(py, async move { inner.set_name(username, name).await })
-            .map(User::from)
-            .map_err(|e| accounts_error(py, &e))
+        user_result(py, async move { inner.set_name(username, name).await })
     }
 
     /// Deletes a user: True if one was deleted, False if there was none.
@@ -172,6 +162,16 @@ impl Accounts {
         let users: Vec<User> = page.users.into_iter().map(User::from).collect();
         Ok((PyList::new(py, users)?.unbind(), page.next))
     }
+}
+
+/// Runs an account operation that returns a user, with the GIL released.
+fn user_result<F>(py: Python<'_>, op: F) -> PyResult<User>
+where
+    F: Future<Output = Result<LibUser, AccountsError>> + Send,
+{
+    block(py, op)
+        .map(User::from)
+        .map_err(|e| accounts_error(py, &e))
 }
 
 /// A client address given as text.
