@@ -77,7 +77,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::clock::SharedRng;
 use crate::error::{BoxError, Error};
 use crate::retry::{Attempts, RetryPolicy};
-use crate::store::{Condition, Metadata, Object, PutOptions, Store, Version};
+use crate::store::{Condition, Metadata, Object, ObjectMeta, PutOptions, Store, Version};
 
 mod group;
 mod lineage;
@@ -311,7 +311,7 @@ where
     F: FnMut(Option<&Object>) -> Result<Decision, BoxError>,
 {
     let wid = write_id(&policy.rng);
-    update_inner(store, key, policy, None, single(key, wid, f))
+    update_inner(store, key, policy, None, None, single(key, wid, f))
         .await
         .map(|(u, _)| u)
 }
@@ -366,6 +366,7 @@ where
         key,
         policy,
         Some(write_id),
+        None,
         single(key, write_id.to_string(), f),
     )
     .await
@@ -387,17 +388,24 @@ fn check_write_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// The loop itself; also returns the object in which our write was found,
-/// when the outcome was settled by reading the key (or it was a replay).
+/// The loop itself; also returns the key as it stands after the call, when
+/// known: the object our write created (or the one in which it was found,
+/// when the outcome was settled by reading the key), the object left as it
+/// was, or, for a replay, the object holding the earlier write.
 ///
 /// `f` returns the decision and the ids of the changes a write carries
 /// (one for an update, several for a combined write of an [`Updater`]).
 /// With `replay`, a key whose history already holds that id is a replay.
+/// With `start`, the loop begins from that object instead of reading the
+/// key: an object this process saw land, which the conditional write checks
+/// like any read (if the key moved since, the write conflicts and the loop
+/// re-reads).
 async fn update_inner<F>(
     store: &dyn Store,
     key: &str,
     policy: &RetryPolicy,
     replay: Option<&str>,
+    start: Option<Object>,
     mut f: F,
 ) -> Result<(Updated, Option<Object>), UpdateError>
 where
@@ -406,7 +414,10 @@ where
     let mut attempts = policy.start();
     let mut conflicts = 0u32;
     let mut ambiguous_resolved = 0u32;
-    let mut current = read(store, key, policy).await?;
+    let mut current = match start {
+        Some(o) => Some(o),
+        None => read(store, key, policy).await?,
+    };
     if replay.is_some_and(|wid| Lineage::of(current.as_ref()).contains(wid)) {
         // An earlier call with this write id landed: nothing to do again.
         let version = current.as_ref().map(|o| o.meta.version.clone());
@@ -440,16 +451,17 @@ where
         match decision {
             Decision::Keep => {
                 let mut u = done(
-                    current.map(|o| o.meta.version),
+                    current.as_ref().map(|o| o.meta.version.clone()),
                     &attempts,
                     conflicts,
                     ambiguous_resolved,
                 );
                 u.changed = false;
-                return Ok((u, None));
+                return Ok((u, current));
             }
             Decision::Write { body, mut metadata } => {
                 base.next(key, &wids, &mut metadata)?;
+                let written = (body.clone(), metadata.clone());
                 let opts = PutOptions {
                     condition,
                     metadata,
@@ -473,8 +485,25 @@ where
                         if seen.is_some() {
                             ambiguous_resolved += 1;
                         }
+                        let after = match (seen, &version) {
+                            (Some(o), _) => Some(o),
+                            (None, Some(v)) => {
+                                let (body, metadata) = written;
+                                Some(Object {
+                                    meta: ObjectMeta {
+                                        key: key.to_string(),
+                                        version: v.clone(),
+                                        size: body.len() as u64,
+                                        metadata,
+                                        expires_at: None,
+                                    },
+                                    body,
+                                })
+                            }
+                            (None, None) => None,
+                        };
                         let u = done(version, &attempts, conflicts, ambiguous_resolved);
-                        return Ok((u, seen));
+                        return Ok((u, after));
                     }
                     Settled::Lost(now) => {
                         conflicts += 1;
@@ -649,7 +678,7 @@ where
     check_write_id(write_id)?;
     let last = JsonSlot::default();
     let step = single(key, write_id.to_string(), json_step(key, f, last.clone()));
-    let r = update_inner(store, key, policy, Some(write_id), step).await;
+    let r = update_inner(store, key, policy, Some(write_id), None, step).await;
     json_result(key, r, &last)
 }
 

@@ -5,7 +5,9 @@
 //! it; while that writer's conditional write is in flight, later updates of
 //! the key (from any task holding this `Updater` or a clone of it) queue.
 //! When the write settles the writer takes the whole queue (at most
-//! [`MAX_BATCH`] changes) as the next batch: it reads the key once, applies
+//! [`MAX_BATCH`] changes) as the next batch: it starts from the object the
+//! previous batch landed (or reads the key once, for a first batch or after
+//! a failure), applies
 //! the closures in arrival order — each sees the value the previous one
 //! left — and lands them with **one** conditional write. The key leaves the
 //! map when its queue is empty. Nothing is shared across processes or
@@ -218,6 +220,9 @@ impl Updater {
             key: key.clone(),
             armed: true,
         };
+        // The key as the last batch left it: the next batch starts from it
+        // instead of reading the key again (a conflict re-reads).
+        let mut last: Option<Object> = None;
         loop {
             let batch: Vec<Pending> = {
                 let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -239,7 +244,9 @@ impl Updater {
                 }
                 batch
             };
-            let deferred = run_batch(&*self.store, &key, &self.policy, batch).await;
+            let (deferred, after) =
+                run_batch(&*self.store, &key, &self.policy, batch, last.take()).await;
+            last = after;
             if !deferred.is_empty() {
                 let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
                 let queue = queues.entry(key.clone()).or_default();
@@ -279,16 +286,19 @@ enum Role {
     Deferred,
 }
 
-/// Lands one batch through the update loop; returns the changes left for the next write.
+/// Lands one batch through the update loop, starting from `start` when
+/// given (the key as the previous batch left it); returns the changes left
+/// for the next write and the key as this batch left it, when known.
 async fn run_batch(
     store: &dyn Store,
     key: &str,
     policy: &RetryPolicy,
     batch: Vec<Pending>,
-) -> Vec<Pending> {
+    start: Option<Object>,
+) -> (Vec<Pending>, Option<Object>) {
     let mut members: Vec<Option<Pending>> = batch.into_iter().map(Some).collect();
     let mut roles = vec![Role::Kept; members.len()];
-    let r = update_inner(store, key, policy, None, |cur| {
+    let r = update_inner(store, key, policy, None, start, |cur| {
         Ok(apply(key, cur, &mut members, &mut roles))
     })
     .await;
@@ -309,7 +319,8 @@ async fn run_batch(
         };
         let _ = p.tx.send(outcome);
     }
-    deferred
+    let after = r.ok().and_then(|(_, after)| after);
+    (deferred, after)
 }
 
 /// Applies the batch's closures in order to `cur`; answers the changes that

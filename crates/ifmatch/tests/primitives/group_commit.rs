@@ -2,7 +2,8 @@
 //! in one process land as one conditional write each batch, each caller gets
 //! its own result, a failing closure fails only its caller, a conflict with
 //! another process re-applies the whole batch, caller-chosen write ids are
-//! found again after replays, and batches never outgrow the metadata budget.
+//! found again after replays, batches never outgrow the metadata budget, and
+//! a batch starts from the object the previous one landed (no read).
 //!
 //! A [`Gated`] store holds every put until the test lets it through, so a
 //! test can queue updates behind a write in flight deterministically.
@@ -17,7 +18,7 @@ use ifmatch::key::MAX_METADATA_BYTES;
 use ifmatch::retry::RetryPolicy;
 use ifmatch::store::intercept;
 use ifmatch::store::memory::MemoryStore;
-use ifmatch::store::{DynStore, Metadata, Store};
+use ifmatch::store::{DynStore, Metadata, Object, Store};
 use ifmatch::update::{
     Decision, MAX_BATCH, META_SEQ, META_WRITE_ID, UpdateError, UpdatedJson, Updater, update_json,
 };
@@ -34,13 +35,14 @@ fn policy() -> RetryPolicy {
         .with_max_attempts(20)
 }
 
-/// A store whose puts wait for a permit; counts puts; can let a rival
+/// A store whose puts wait for a permit; counts gets and puts; can let a rival
 /// process (another handle on the inner store) increment the counter just
 /// before its put number `rival_at` (counting from 1).
 #[derive(Debug)]
 struct Gated {
     inner: DynStore,
     gate: Semaphore,
+    gets: AtomicU64,
     puts: AtomicU64,
     rival_at: AtomicU64,
 }
@@ -50,6 +52,7 @@ impl Gated {
         Arc::new(Gated {
             inner,
             gate: Semaphore::new(0),
+            gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             rival_at: AtomicU64::new(0),
         })
@@ -63,6 +66,10 @@ impl Gated {
 impl intercept::Intercept for Gated {
     fn inner(&self) -> &dyn Store {
         &*self.inner
+    }
+    async fn get(&self, key: &str) -> ifmatch::Result<Object> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
     }
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> ifmatch::Result<Version> {
         let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
@@ -137,6 +144,11 @@ async fn updates_queued_behind_a_write_land_in_one_write_each_with_its_own_resul
             gated.puts.load(Ordering::SeqCst),
             2,
             "{name}: one write per batch"
+        );
+        assert_eq!(
+            gated.gets.load(Ordering::SeqCst),
+            1,
+            "{name}: the second batch starts from the object the first landed"
         );
         let o = inner.get("n").await.unwrap();
         assert_eq!(o.meta.metadata[META_SEQ], "11", "{name}");
