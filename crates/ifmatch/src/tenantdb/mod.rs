@@ -172,11 +172,15 @@
 //! acknowledged. Zero, or any grace shorter than a check-to-commit round trip,
 //! is safe only with one writer at a time.
 //!
-//! A **cold open** reads `head` and lists `log/` in parallel, then fetches
-//! the newest checkpoint and every listed entry after it in parallel: two
-//! sequential round trips when the listed tail is contiguous (else it
-//! replays the rest in parallel windows of up to 16). The copy is current as
-//! of the listing, which came after the open began. The code is in `sync.rs`.
+//! A **cold open** lists the tenant's keys (one request while they fit in a
+//! page), then fetches the newest listed checkpoint and every listed entry
+//! after it in parallel: two sequential round trips and 2 + tail requests
+//! when the listed tail is contiguous (else it replays the rest in parallel
+//! windows of up to 16). It does not read `head`: a listed checkpoint is
+//! complete (it was created whole, conditionally) whether or not `head`
+//! records it yet, and the newest one is not collected until a newer one
+//! has aged past the grace window. The copy is current as of the listing,
+//! which came after the open began. The code is in `sync.rs`.
 //!
 //! ## Cache
 //!

@@ -1,7 +1,7 @@
 //! Keeping a cached copy current: the freshness rules, catching up with the
-//! log, and the cold open (the head and the log listing in parallel, then
-//! the checkpoint and the tail in parallel: two sequential round trips when
-//! the tail is contiguous).
+//! log, and the cold open (one listing of the tenant's keys, then the newest
+//! checkpoint and the tail in parallel: two sequential round trips and
+//! 2 + tail requests when the tail is contiguous).
 //!
 //! What this module guarantees (see "Freshness and garbage collection" in the
 //! module docs): a copy is only ever advanced by applying entries in seq
@@ -31,6 +31,22 @@ pub(super) enum Fresh {
 
 /// The most undecided commits remembered per tenant.
 const MAX_UNDECIDED: usize = 64;
+
+/// How many listings a cold open takes before it gives up on a checkpoint
+/// collected under it (each needs a newer checkpoint to age past the grace
+/// window during the open).
+const COLD_LISTINGS: usize = 3;
+
+/// One listing of a tenant's keys.
+#[derive(Debug, Default)]
+struct Listing {
+    /// `head` exists.
+    head: bool,
+    /// The seqs of `checkpoint/<seq>`.
+    checkpoints: Vec<u64>,
+    /// The seqs of `log/<seq>`.
+    logs: Vec<u64>,
+}
 
 impl TenantDbs {
     pub(super) async fn read_head(&self, tenant: &str) -> Result<Option<(Head, Version)>> {
@@ -229,67 +245,70 @@ impl TenantDbs {
         }
     }
 
-    /// Loads the tenant from the store: the head and the log listing in
-    /// parallel, then the newest checkpoint and the listed tail in parallel.
+    /// Loads the tenant from the store: one listing of its keys, then the
+    /// newest listed checkpoint and the listed tail in parallel.
     pub(super) async fn cold_load(&self, tenant: &str) -> Result<Option<Sidecar>> {
         let now = self.inner.cfg.clock.now_ms();
-        let (head, listed) = futures::join!(self.read_head(tenant), self.list_seqs(tenant, "log/"));
-        let (head, listed) = (head?, listed?);
-        let mut want = head.as_ref().map(|(h, _)| h.newest()).unwrap_or(0);
-        let mut tail: Vec<u64> = listed.into_iter().filter(|s| *s > want).collect();
-        tail.sort_unstable();
-        // The listing is the tail unless it has a gap (then replay one by one).
-        let mut listed_tail = tail
-            .iter()
-            .enumerate()
-            .all(|(i, s)| *s == want + 1 + i as u64);
-        if !listed_tail {
-            tail.clear();
-        }
-        let ckp_key = self.ckp_key(tenant, want);
-        let tail_gets = join_all(tail.iter().map(|s| {
-            let key = self.log_key(tenant, *s);
-            async move { (self.get(&key).await, key) }
-        }));
-        let (mut body, mut fetched) = futures::join!(self.get(&ckp_key), tail_gets);
-        if body.as_ref().is_ok_and(|b| b.is_none()) && head.is_some() {
-            // The head may name a checkpoint that was collected since: take the newest listed.
-            fetched.clear();
-            listed_tail = false;
-            if let Some(seq) = self.newest_listed_checkpoint(tenant).await? {
-                want = seq;
-                body = self.get(&self.ckp_key(tenant, want)).await;
+        // A listed checkpoint can be collected before we fetch it only once a
+        // newer one has aged past the grace window: list again, a few times.
+        for _ in 0..COLD_LISTINGS {
+            let listing = self.list_tenant(tenant).await?;
+            let Some(&want) = listing.checkpoints.iter().max() else {
+                if listing.head {
+                    return Err(TenantDbError::Corrupt {
+                        what: self.key(tenant, "head"),
+                        message: "no checkpoint found".into(),
+                    });
+                }
+                // Neither a checkpoint nor a head: no such tenant (yet).
+                return Ok(None);
+            };
+            let mut tail: Vec<u64> = listing.logs.into_iter().filter(|s| *s > want).collect();
+            tail.sort_unstable();
+            // The listing is the tail unless it has a gap (then replay one by one).
+            let listed_tail = tail
+                .iter()
+                .enumerate()
+                .all(|(i, s)| *s == want + 1 + i as u64);
+            if !listed_tail {
+                tail.clear();
             }
-        }
-        let Some(body) = body? else {
-            if head.is_some() {
-                return Err(TenantDbError::Corrupt {
-                    what: self.key(tenant, "head"),
-                    message: "no checkpoint found".into(),
-                });
+            let tail_gets = join_all(tail.iter().map(|s| {
+                let key = self.log_key(tenant, *s);
+                async move { (self.get(&key).await, key) }
+            }));
+            let ckp_key = self.ckp_key(tenant, want);
+            let (body, fetched) = futures::join!(self.get(&ckp_key), tail_gets);
+            let Some(body) = body? else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            for (i, (got, key)) in fetched.into_iter().enumerate() {
+                match got? {
+                    Some(b) => entries.push(self.decode_entry(&key, &b, want + 1 + i as u64)?),
+                    None => break,
+                }
             }
-            return Ok(None);
-        };
-        let mut entries = Vec::new();
-        for (i, (got, key)) in fetched.into_iter().enumerate() {
-            match got? {
-                Some(b) => entries.push(self.decode_entry(&key, &b, want + 1 + i as u64)?),
-                None => break,
+            let complete = listed_tail && entries.len() == tail.len();
+            if !listing.head {
+                // A creator crashed before writing the head: repair it.
+                self.init_head(tenant).await;
             }
+            let mut sc = self.install_checkpoint(tenant, &body, want, now).await?;
+            drop(body);
+            self.apply(tenant, &mut sc, entries, now).await?;
+            if !complete {
+                self.catch_up(tenant, &mut sc, now, None).await?;
+            }
+            // Otherwise current as of the listing, which came after this call began.
+            return Ok(Some(sc));
         }
-        let complete = listed_tail && entries.len() == tail.len();
-        if head.is_none() {
-            // A creator crashed before writing the head: repair it.
-            self.init_head(tenant).await;
-        }
-        let mut sc = self.install_checkpoint(tenant, &body, want, now).await?;
-        drop(body);
-        self.apply(tenant, &mut sc, entries, now).await?;
-        if !complete {
-            self.catch_up(tenant, &mut sc, now, None).await?;
-        }
-        // Otherwise current as of the listing, which came after this call began.
-        Ok(Some(sc))
+        Err(TenantDbError::Corrupt {
+            what: self.key(tenant, "checkpoint/"),
+            message: format!(
+                "the newest listed checkpoint was gone when fetched, {COLD_LISTINGS} times"
+            ),
+        })
     }
 
     /// Decodes a checkpoint and installs it as the tenant's cached copy.
@@ -312,14 +331,41 @@ impl TenantDbs {
         .await
     }
 
-    async fn newest_listed_checkpoint(&self, tenant: &str) -> Result<Option<u64>> {
-        let seqs = self.list_seqs(tenant, "checkpoint/").await?;
-        Ok(seqs.into_iter().max())
-    }
-
+    /// The seqs listed under the tenant's `sub` (`log/` or `checkpoint/`).
     pub(super) async fn list_seqs(&self, tenant: &str, sub: &str) -> Result<Vec<u64>> {
         let prefix = self.key(tenant, sub);
         let mut out = Vec::new();
+        self.list_keys(&prefix, |rest| {
+            if let Ok(seq) = rest.parse::<u64>() {
+                out.push(seq);
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// All of the tenant's keys in one listing (one request while they fit
+    /// in a page; a nested tenant's keys are skipped).
+    async fn list_tenant(&self, tenant: &str) -> Result<Listing> {
+        let mut l = Listing::default();
+        self.list_keys(&self.key(tenant, ""), |rest| {
+            if rest == "head" {
+                l.head = true;
+            } else if let Some(seq) = rest.strip_prefix("log/").and_then(|s| s.parse().ok()) {
+                l.logs.push(seq);
+            } else if let Some(seq) = rest
+                .strip_prefix("checkpoint/")
+                .and_then(|s| s.parse().ok())
+            {
+                l.checkpoints.push(seq);
+            }
+        })
+        .await?;
+        Ok(l)
+    }
+
+    /// Lists every key under `prefix`, page by page, handing `each` the part after the prefix.
+    async fn list_keys(&self, prefix: &str, mut each: impl FnMut(&str)) -> Result<()> {
         let mut token = None;
         loop {
             let tok = token.take();
@@ -330,7 +376,7 @@ impl TenantDbs {
                 .run(|| {
                     request(&self.inner.counters, "list");
                     self.inner.store.list(
-                        &prefix,
+                        prefix,
                         ListPage {
                             token: tok.clone(),
                             limit: 1000,
@@ -338,14 +384,14 @@ impl TenantDbs {
                     )
                 })
                 .await?;
-            out.extend(
-                page.entries
-                    .iter()
-                    .filter_map(|e| e.key.strip_prefix(&prefix)?.parse::<u64>().ok()),
-            );
+            for e in &page.entries {
+                if let Some(rest) = e.key.strip_prefix(prefix) {
+                    each(rest);
+                }
+            }
             match page.next {
                 Some(t) => token = Some(t),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }

@@ -1,8 +1,8 @@
 //! What an operation costs in store requests (issue 14): a warm write is one
 //! request when nothing else writes, with checkpoints in the background; a
 //! stale cache pays the conflict and its catch-up; a cold open is two
-//! sequential round trips (the head and the log listing, then the
-//! checkpoint and the tail).
+//! sequential round trips and 2 + tail requests (one listing of the
+//! tenant's keys, then the checkpoint and the tail).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -137,14 +137,33 @@ async fn warm_writes_cost_one_request_and_cold_opens_two_round_trips() {
     assert_eq!(fg, 4, "a stale write");
     a.flush().await;
     rt.take();
-    // A cold open: the head and the listing, then the checkpoint and the tail.
+    // A cold open: one listing, then the checkpoint and the tail.
+    let tail = tail_after_newest_checkpoint(&*rt.inner, "c").await;
     let c = TenantDbs::open(rt.clone(), config(&d3)).expect("open c");
     let ids = note_ids(&c, "c").await;
     assert_eq!(ids.len(), 13);
     let (requests, trips) = rt.take();
-    println!("cold open: {requests} requests in {trips} sequential round trips");
+    println!("cold open: {requests} requests in {trips} sequential round trips, tail {tail}");
     assert_eq!(trips, 2, "cold open round trips");
+    assert_eq!(
+        requests,
+        2 + tail,
+        "a listing, the checkpoint and each tail entry"
+    );
     for d in [&a, &b, &c] {
         d.flush().await;
     }
+}
+
+/// The log entries of `tenant` after its newest checkpoint, as stored.
+async fn tail_after_newest_checkpoint(store: &dyn Store, tenant: &str) -> usize {
+    let keys = ifmatch::store::list_all(store, "").await.expect("list");
+    let seqs = |kind: &str| -> Vec<u64> {
+        let part = format!("/{tenant}/{kind}/");
+        keys.iter()
+            .filter_map(|e| Some(e.key.split_once(&part)?.1.parse().expect("a seq")))
+            .collect()
+    };
+    let newest = seqs("checkpoint").into_iter().max().expect("a checkpoint");
+    seqs("log").into_iter().filter(|s| *s > newest).count()
 }
