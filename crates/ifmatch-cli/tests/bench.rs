@@ -354,6 +354,23 @@ fn a_sweep_draws_its_chart() {
 }
 
 #[test]
+fn store_runs_every_call_it_counts_and_finds_every_key() {
+    let r = bench_json(&["store", "--workers", "4", "--ops", "5", "--keys", "7"]);
+    assert_eq!(r["scenario"], "store");
+    let ops: Vec<_> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, ["put", "get", "head"]);
+    for p in r["phases"].as_array().unwrap() {
+        assert_eq!((num(p, "ok"), num(p, "failed")), (20.0, 0.0), "{p}");
+        assert!(num(p, "ops_per_sec") > 0.0, "{p}");
+    }
+}
+
+#[test]
 fn bad_scenario_arguments_are_usage_errors() {
     for (args, needle) in [
         (vec!["tenantdb", "--requests", "0"], "--requests"),
@@ -371,6 +388,7 @@ fn bad_scenario_arguments_are_usage_errors() {
             "--svg",
         ),
         (vec!["tenantdb", "--requests", "lots"], "--requests"),
+        (vec!["store", "--keys", "0"], "--keys"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_ifmatch"))

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod in_process;
 pub mod lease;
 pub mod snapshot;
+pub mod store_ops;
 pub mod svg;
 pub mod tenantdb;
 
@@ -55,6 +56,9 @@ pub enum Scenario {
     Snapshot(snapshot::SnapshotArgs),
     /// Every scenario with small defaults (under a minute on file://).
     All(all::AllArgs),
+    /// The raw store's PUT, GET and HEAD throughput on distinct keys (no
+    /// HTTP): the figures `scripts/bench-server` sets beside the server's.
+    Store(store_ops::StoreArgs),
 }
 
 /// Runs the chosen scenario and renders its report (a table, or one JSON line).
@@ -78,6 +82,10 @@ pub async fn run(store: DynStore, args: &BenchArgs) -> Result<String, Error> {
         Scenario::All(a) => {
             let r = all::run(store, a, seed, json).await?;
             output(&r, json, all::render)
+        }
+        Scenario::Store(a) => {
+            let r = store_ops::run(store, a, json).await?;
+            output(&r, json, store_ops::render)
         }
     }
 }
