@@ -191,7 +191,7 @@
 //! cache holds at most `cache_budget` bytes, evicting the least recently used
 //! tenants first, and drops tenants unused for `cache_max_age`; a tenant in
 //! use is never evicted. One [`TenantDbs`] owns a cache directory at a time
-//! (an exclusive `flock`).
+//! (an exclusive `flock`). The code is in `cache.rs`.
 //!
 //! ## Concurrency
 //!
@@ -233,6 +233,8 @@
 //!
 //! [`TenantDbs::stats`] returns counters; the same are emitted through the
 //! `metrics` facade as `ifmatch_tenantdb_*_total` (requests by `kind`).
+//! The code is in `stats.rs`; the settings are in `config.rs` and the errors
+//! in `error.rs`.
 //!
 //! ## Crash points (tests only)
 //!
@@ -249,394 +251,50 @@
 //! Without the feature the points compile to nothing.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::File;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{DynClock, SharedRng, SystemClock};
-use crate::error::{BoxError, Error};
+use crate::clock::SharedRng;
+use crate::error::Error;
+#[cfg(doc)]
 use crate::retry::RetryPolicy;
 use crate::store::{Condition, DynStore, PutOptions, Version};
 
+// First, so that every module after it can use the `bump!` macro.
+#[macro_use]
+mod stats;
+
 pub mod anki;
+mod cache;
+mod config;
+mod error;
 #[doc(hidden)]
 pub mod format;
 mod local;
 pub mod sandbox;
 
-use format::{Checkpoint, Sidecar};
-use local::Paths;
-pub use sandbox::{BatchResult, LimitKind, Sandbox, SqlStatement, StatementResult};
-
-/// Result alias of this module.
-pub type Result<T, E = TenantDbError> = std::result::Result<T, E>;
-
-/// A schema hook: creates a new tenant's tables (runs once per tenant, in a transaction).
-pub type SchemaHook = Arc<dyn Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + Sync>;
-
-/// Why a tenant database operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TenantDbError {
-    /// The tenant has no database (reads do not create one; writes do).
-    #[error("tenant '{tenant}' has no database")]
-    NotFound {
-        /// The tenant id.
-        tenant: String,
-    },
-    /// An import without `force` found the tenant already there.
-    #[error("tenant '{tenant}' already has a database")]
-    Exists {
-        /// The tenant id.
-        tenant: String,
-    },
-    /// Other writers kept winning until the retry budget ran out.
-    #[error(
-        "conflict on tenant '{tenant}': gave up after {attempts} attempts ({conflicts} conflicts)"
-    )]
-    Conflict {
-        /// The tenant id.
-        tenant: String,
-        /// Attempts made.
-        attempts: u32,
-        /// Conflicts among them.
-        conflicts: u32,
-    },
-    /// SQLite refused a statement; the message is SQLite's.
-    #[error("SQL error: {message}")]
-    Sql {
-        /// SQLite's message.
-        message: String,
-        /// The rusqlite error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The closure panicked; the transaction was rolled back and nothing was uploaded.
-    #[error("the closure panicked: {0}")]
-    Panicked(String),
-    /// The closure returned its own error; the transaction was rolled back.
-    #[error("aborted by the closure: {0}")]
-    Aborted(#[source] BoxError),
-    /// A stored record or a cached file is not what it should be.
-    #[error("corrupt {what}: {message}")]
-    Corrupt {
-        /// Which record or file.
-        what: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The local cache could not be read or written.
-    #[error("cache I/O failed while {message}: {source}")]
-    Io {
-        /// What was being done.
-        message: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another [`TenantDbs`] holds the cache directory.
-    #[error("the cache directory is in use by another TenantDbs")]
-    CacheInUse,
-    /// A request that is not valid (an empty batch, a parameter of the wrong shape).
-    #[error("{0}")]
-    InvalidInput(String),
-    /// The [`Sandbox`] refused a statement (it would touch files or the connection).
-    #[error("refused: {message}")]
-    Denied {
-        /// What was refused, and why.
-        message: String,
-    },
-    /// A batch ran into one of the [`Sandbox`]'s limits; nothing was committed.
-    #[error("{limit} exceeded: {message}")]
-    LimitExceeded {
-        /// Which limit.
-        limit: LimitKind,
-        /// What happened.
-        message: String,
-    },
-    /// The store failed (or a tenant id is not a valid key).
-    #[error(transparent)]
-    Store(#[from] Error),
-}
-
-impl From<rusqlite::Error> for TenantDbError {
-    fn from(e: rusqlite::Error) -> Self {
-        TenantDbError::Sql {
-            message: e.to_string(),
-            source: e,
-        }
-    }
-}
-
-impl TenantDbError {
-    /// The classification, for exit codes and HTTP statuses.
-    pub fn kind(&self) -> crate::ErrorKind {
-        use crate::ErrorKind as K;
-        match self {
-            TenantDbError::NotFound { .. } => K::NotFound,
-            TenantDbError::Exists { .. } | TenantDbError::Conflict { .. } => K::Conflict,
-            TenantDbError::Sql { .. }
-            | TenantDbError::InvalidInput(_)
-            | TenantDbError::Denied { .. } => K::Invalid,
-            TenantDbError::LimitExceeded { .. } => K::TooLarge,
-            TenantDbError::Store(e) => e.kind(),
-            _ => K::Other,
-        }
-    }
-}
-
-/// Settings of a [`TenantDbs`].
-#[derive(Clone)]
-pub struct TenantDbsConfig {
-    /// The local cache directory (created if missing).
-    pub cache_dir: PathBuf,
-    /// The most bytes the cache keeps (default 1.5 GiB).
-    pub cache_budget: u64,
-    /// Tenants unused for this long are dropped from the cache (default 24 h).
-    pub cache_max_age: Duration,
-    /// How stale a read may be without asking the store (default zero: always check).
-    pub max_staleness: Duration,
-    /// The most commits between two checkpoints (default 1000); a checkpoint
-    /// also comes as soon as the commits since the last one carry as many
-    /// page bytes as the database holds.
-    pub checkpoint_every: u64,
-    /// How long superseded log entries and checkpoints are kept (default 10 min).
-    /// Zero is for single-writer tests only: with concurrent writers it can
-    /// lose acknowledged commits (see "Freshness and garbage collection").
-    pub gc_grace: Duration,
-    /// Key prefix in the store (default `tenants`).
-    pub prefix: String,
-    /// Creates a new tenant's schema (default: no tables).
-    pub schema: SchemaHook,
-    /// Retry budget for conflicts and transient store errors.
-    pub retry: RetryPolicy,
-    /// The most page bytes one commit may change (default 64 MiB); a larger
-    /// commit fails with [`TenantDbError::LimitExceeded`] before anything is
-    /// uploaded. A commit's peak memory is a small multiple of this.
-    pub max_commit_bytes: u64,
-    /// The most bytes a tenant database may grow to (default 1 GiB); a commit
-    /// or import past it fails with [`TenantDbError::LimitExceeded`] before
-    /// anything is uploaded (a commit that shrinks an oversized database is allowed).
-    pub max_tenant_bytes: u64,
-    /// How long the id of an idempotent commit ([`TenantDbs::write_once`])
-    /// is kept after it landed (default 24 h; never less than `gc_grace`).
-    pub commit_id_retention: Duration,
-    /// The clock for freshness, cache ages and grace windows.
-    pub clock: DynClock,
-}
-
-impl std::fmt::Debug for TenantDbsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantDbsConfig")
-            .field("cache_dir", &self.cache_dir)
-            .field("cache_budget", &self.cache_budget)
-            .field("cache_max_age", &self.cache_max_age)
-            .field("max_staleness", &self.max_staleness)
-            .field("checkpoint_every", &self.checkpoint_every)
-            .field("gc_grace", &self.gc_grace)
-            .field("prefix", &self.prefix)
-            .field("commit_id_retention", &self.commit_id_retention)
-            .field("max_commit_bytes", &self.max_commit_bytes)
-            .field("max_tenant_bytes", &self.max_tenant_bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The default cache budget: 1.5 GiB.
-pub const DEFAULT_CACHE_BUDGET: u64 = 1536 * 1024 * 1024;
-
-/// The default cap on the page bytes one commit may change: 64 MiB.
-pub const DEFAULT_MAX_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The default quota of one tenant database: 1 GiB.
-pub const DEFAULT_MAX_TENANT_BYTES: u64 = 1024 * 1024 * 1024;
-
-/// The largest serialized result an idempotent commit stores (1 MiB).
-pub const MAX_COMMIT_RESULT_BYTES: usize = 1024 * 1024;
-
-/// How long commit ids are kept by default (24 h).
-pub const DEFAULT_COMMIT_ID_RETENTION: Duration = Duration::from_secs(24 * 3600);
-
-impl TenantDbsConfig {
-    /// Defaults with the given cache directory.
-    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        TenantDbsConfig {
-            cache_dir: cache_dir.into(),
-            cache_budget: DEFAULT_CACHE_BUDGET,
-            cache_max_age: Duration::from_secs(24 * 3600),
-            max_staleness: Duration::ZERO,
-            checkpoint_every: 1000,
-            gc_grace: Duration::from_secs(600),
-            prefix: "tenants".into(),
-            schema: Arc::new(|_| Ok(())),
-            retry: RetryPolicy::default(),
-            commit_id_retention: DEFAULT_COMMIT_ID_RETENTION,
-            max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
-            max_tenant_bytes: DEFAULT_MAX_TENANT_BYTES,
-            clock: SystemClock::shared(),
-        }
-    }
-    /// Sets the cache byte budget.
-    pub fn with_cache_budget(mut self, bytes: u64) -> Self {
-        self.cache_budget = bytes;
-        self
-    }
-    /// Sets the cache's maximum age (since last use).
-    pub fn with_cache_max_age(mut self, age: Duration) -> Self {
-        self.cache_max_age = age;
-        self
-    }
-    /// Sets the maximum staleness of reads.
-    pub fn with_max_staleness(mut self, d: Duration) -> Self {
-        self.max_staleness = d;
-        self
-    }
-    /// Sets the most commits between checkpoints (at least 1).
-    pub fn with_checkpoint_every(mut self, n: u64) -> Self {
-        self.checkpoint_every = n.max(1);
-        self
-    }
-    /// Sets the garbage-collection grace window (see [`TenantDbsConfig::gc_grace`]:
-    /// not zero when several workers write the same tenant).
-    pub fn with_gc_grace(mut self, d: Duration) -> Self {
-        self.gc_grace = d;
-        self
-    }
-    /// Sets the key prefix.
-    pub fn with_prefix(mut self, p: impl Into<String>) -> Self {
-        self.prefix = p.into();
-        self
-    }
-    /// Sets the schema hook.
-    pub fn with_schema(mut self, hook: SchemaHook) -> Self {
-        self.schema = hook;
-        self
-    }
-    /// Sets the retry policy.
-    pub fn with_retry(mut self, r: RetryPolicy) -> Self {
-        self.retry = r;
-        self
-    }
-    /// Sets the clock.
-    pub fn with_clock(mut self, c: DynClock) -> Self {
-        self.clock = c;
-        self
-    }
-    /// Sets the cap on one commit's page bytes (see [`TenantDbsConfig::max_commit_bytes`]).
-    pub fn with_max_commit_bytes(mut self, bytes: u64) -> Self {
-        self.max_commit_bytes = bytes;
-        self
-    }
-    /// Sets the quota of one tenant database (see [`TenantDbsConfig::max_tenant_bytes`]).
-    pub fn with_max_tenant_bytes(mut self, bytes: u64) -> Self {
-        self.max_tenant_bytes = bytes;
-        self
-    }
-    /// Sets how long commit ids are kept (see [`TenantDbsConfig::commit_id_retention`]).
-    pub fn with_commit_id_retention(mut self, d: Duration) -> Self {
-        self.commit_id_retention = d;
-        self
-    }
-}
-
-/// Counters of a [`TenantDbs`] (a snapshot).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TenantDbStats {
-    /// Opens served from the local cache.
-    pub cache_hits: u64,
-    /// Opens that downloaded a checkpoint.
-    pub cache_misses: u64,
-    /// Tenants evicted from the cache.
-    pub evictions: u64,
-    /// Commits that lost to another writer.
-    pub conflicts: u64,
-    /// Closure re-runs (after a conflict or a transient failure).
-    pub retries: u64,
-    /// Commits published.
-    pub commits: u64,
-    /// Checkpoints uploaded.
-    pub checkpoints: u64,
-    /// Bytes uploaded.
-    pub bytes_up: u64,
-    /// Bytes downloaded.
-    pub bytes_down: u64,
-    /// GET requests.
-    pub requests_get: u64,
-    /// PUT requests.
-    pub requests_put: u64,
-    /// DELETE requests.
-    pub requests_delete: u64,
-    /// LIST requests.
-    pub requests_list: u64,
-    /// Of all requests, those made by background work (checkpoints, head
-    /// updates, garbage collection): never inside a caller's latency.
-    pub requests_background: u64,
-    /// Idempotent commits answered from a stored result, without running.
-    pub replays: u64,
-    /// Commits whose outcome stayed unknown (reported as `Ambiguous`).
-    pub undecided: u64,
-    /// Of those, the ones later seen to have landed.
-    pub undecided_landed: u64,
-    /// Of those, the ones later seen to have lost their seq to another writer.
-    pub undecided_lost: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    evictions: AtomicU64,
-    conflicts: AtomicU64,
-    retries: AtomicU64,
-    commits: AtomicU64,
-    checkpoints: AtomicU64,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
-    requests_get: AtomicU64,
-    requests_put: AtomicU64,
-    requests_delete: AtomicU64,
-    requests_list: AtomicU64,
-    requests_background: AtomicU64,
-    replays: AtomicU64,
-    undecided: AtomicU64,
-    undecided_landed: AtomicU64,
-    undecided_lost: AtomicU64,
-}
-
-macro_rules! bump {
-    ($c:expr, $field:ident, $n:expr) => {{
-        let n: u64 = $n;
-        $c.$field.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!(concat!("ifmatch_tenantdb_", stringify!($field), "_total")).increment(n);
-    }};
-}
-
-// After the macro, so that the submodules can use it.
 mod checkpoint;
 mod commit;
 mod sync;
 
+use cache::{FileLock, Slot, hold};
+pub use config::{
+    DEFAULT_CACHE_BUDGET, DEFAULT_COMMIT_ID_RETENTION, DEFAULT_MAX_COMMIT_BYTES,
+    DEFAULT_MAX_TENANT_BYTES, MAX_COMMIT_RESULT_BYTES, SchemaHook, TenantDbsConfig,
+};
+pub use error::TenantDbError;
+use format::Checkpoint;
+pub use sandbox::{BatchResult, LimitKind, Sandbox, SqlStatement, StatementResult};
+pub use stats::TenantDbStats;
+use stats::{Counters, request};
 use sync::Fresh;
 
-fn request(c: &Counters, kind: &'static str) {
-    if checkpoint::in_background() {
-        c.requests_background.fetch_add(1, Ordering::Relaxed);
-    }
-    let a = match kind {
-        "get" => &c.requests_get,
-        "put" => &c.requests_put,
-        "delete" => &c.requests_delete,
-        _ => &c.requests_list,
-    };
-    a.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("ifmatch_tenantdb_requests_total", "kind" => kind).increment(1);
-}
+/// Result alias of this module.
+pub type Result<T, E = TenantDbError> = std::result::Result<T, E>;
 
 /// What [`TenantDbs::info`] reports about one tenant's cached copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -672,22 +330,6 @@ impl Head {
     }
 }
 
-type TenantLock = Arc<tokio::sync::Mutex<Option<Sidecar>>>;
-
-#[derive(Debug)]
-struct Slot {
-    lock: TenantLock,
-    users: usize,
-    last_used_ms: u64,
-    bytes: u64,
-}
-
-type FileLock = Arc<Mutex<()>>;
-
-fn hold(l: &FileLock) -> std::sync::MutexGuard<'_, ()> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[derive(Debug)]
 struct Inner {
     files: Mutex<HashMap<String, FileLock>>,
@@ -703,35 +345,10 @@ struct Inner {
     _lock_file: File,
 }
 
-impl Inner {
-    fn file_lock(&self, stem: &str) -> FileLock {
-        let mut m = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(stem.to_string()).or_default().clone()
-    }
-}
-
 /// A handle on the tenant databases of one store, with a local cache. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TenantDbs {
     inner: Arc<Inner>,
-}
-
-/// Holds a tenant's slot in use (never evicted) until dropped.
-struct InUse {
-    inner: Arc<Inner>,
-    stem: String,
-    lock: TenantLock,
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        let now = self.inner.cfg.clock.now_ms();
-        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slots.get_mut(&self.stem) {
-            s.users = s.users.saturating_sub(1);
-            s.last_used_ms = now;
-        }
-    }
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> TenantDbError {
@@ -751,127 +368,12 @@ fn corrupt(what: String, e: format::FormatError) -> TenantDbError {
 }
 
 impl TenantDbs {
-    /// Opens the tenant databases of `store` with a cache in `cfg.cache_dir`.
-    ///
-    /// Cached copies left by an earlier process are kept and re-validated on first use.
-    pub fn open(store: DynStore, cfg: TenantDbsConfig) -> Result<TenantDbs> {
-        fs::create_dir_all(&cfg.cache_dir)
-            .map_err(|e| local::io("creating the cache directory", e))?;
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(cfg.cache_dir.join(".lock"))
-            .map_err(|e| local::io("opening the cache lock", e))?;
-        // SAFETY: flock on a valid, owned file descriptor.
-        let rc = unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(TenantDbError::CacheInUse);
-        }
-        let mut slots = HashMap::new();
-        let entries =
-            fs::read_dir(&cfg.cache_dir).map_err(|e| local::io("listing the cache", e))?;
-        let entries: Vec<fs::DirEntry> = entries.flatten().collect();
-        let names: std::collections::HashSet<String> = entries
-            .iter()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        for entry in &entries {
-            let name = entry.file_name().to_string_lossy().to_string();
-            // Leftovers of a crash: temporary files, and databases without a sidecar.
-            let orphan = name
-                .strip_suffix(".db")
-                .is_some_and(|stem| !names.contains(&format!("{stem}.meta")));
-            if name.ends_with(".tmp")
-                || name.contains(".new.")
-                || name.contains(".import.")
-                || orphan
-            {
-                if let Err(e) = fs::remove_file(entry.path()) {
-                    tracing::warn!(file = %name, error = %e, "could not remove a cache leftover");
-                }
-                continue;
-            }
-            let Some(stem) = name.strip_suffix(".meta") else {
-                continue;
-            };
-            let paths = Paths::new(&cfg.cache_dir, stem);
-            let last_used_ms = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            slots.insert(
-                stem.to_string(),
-                Slot {
-                    lock: Arc::new(tokio::sync::Mutex::new(None)),
-                    users: 0,
-                    last_used_ms,
-                    bytes: paths.bytes(),
-                },
-            );
-        }
-        Ok(TenantDbs {
-            inner: Arc::new(Inner {
-                store,
-                rng: cfg.retry.rng.clone(),
-                cfg,
-                counters: Counters::default(),
-                files: Mutex::new(HashMap::new()),
-                slots: Mutex::new(slots),
-                undecided: Mutex::new(HashMap::new()),
-                bg: Arc::default(),
-                _lock_file: lock_file,
-            }),
-        })
-    }
-
-    /// The counters so far.
-    pub fn stats(&self) -> TenantDbStats {
-        let c = &self.inner.counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TenantDbStats {
-            cache_hits: g(&c.cache_hits),
-            cache_misses: g(&c.cache_misses),
-            evictions: g(&c.evictions),
-            conflicts: g(&c.conflicts),
-            retries: g(&c.retries),
-            commits: g(&c.commits),
-            checkpoints: g(&c.checkpoints),
-            bytes_up: g(&c.bytes_up),
-            bytes_down: g(&c.bytes_down),
-            requests_get: g(&c.requests_get),
-            requests_put: g(&c.requests_put),
-            requests_delete: g(&c.requests_delete),
-            requests_list: g(&c.requests_list),
-            requests_background: g(&c.requests_background),
-            replays: g(&c.replays),
-            undecided: g(&c.undecided),
-            undecided_landed: g(&c.undecided_landed),
-            undecided_lost: g(&c.undecided_lost),
-        }
-    }
-
     /// Waits until the background work queued so far (checkpoints, head
     /// updates, garbage collection) is done. Work runs on the runtime this
     /// handle was used on; drop the last handle only after `flush`, or a job
     /// still running keeps the cache directory locked until it ends.
     pub async fn flush(&self) {
         self.wait_idle().await;
-    }
-
-    /// The bytes the cache holds now.
-    pub fn cache_bytes(&self) -> u64 {
-        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.values().map(|s| s.bytes).sum()
-    }
-
-    /// Whether a tenant currently has a copy in the cache.
-    pub fn is_cached(&self, tenant: &str) -> bool {
-        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.contains_key(&local::stem(tenant))
     }
 
     /// Runs `f` on a read-only connection to the tenant's current database.
@@ -1179,74 +681,6 @@ impl TenantDbs {
     fn ckp_key(&self, tenant: &str, seq: u64) -> String {
         self.key(tenant, &format!("checkpoint/{seq:020}"))
     }
-    /// The tenant's cache files and the lock that every blocking task on them
-    /// holds: a cancelled operation's blocking task may still be running when
-    /// the next operation starts, and must finish first.
-    fn paths_locked(&self, tenant: &str) -> (Paths, FileLock) {
-        let stem = local::stem(tenant);
-        let paths = Paths::new(&self.inner.cfg.cache_dir, &stem);
-        (paths, self.inner.file_lock(&stem))
-    }
-
-    /// Validates the tenant id and marks its slot in use.
-    fn enter(&self, tenant: &str) -> Result<InUse> {
-        crate::key::validate_key(&self.key(tenant, "head"))?;
-        // Keeps one tenant's keys from nesting inside another's: tenant `a`
-        // keeps `a/head`, `a/log/<seq>` and `a/checkpoint/<seq>`, so a nested
-        // tenant `a/log` (or `a/head/..`) would land among them. Only a later
-        // segment can do that; a first segment can be any name (a user
-        // called `log` still gets a database).
-        if tenant
-            .split('/')
-            .skip(1)
-            .any(|s| s == "log" || s == "checkpoint" || s == "head")
-        {
-            return Err(Error::InvalidKey {
-                key: tenant.chars().take(80).collect(),
-                reason: "a nested tenant id may not have a 'log', 'checkpoint' or 'head' \
-                         segment after its first"
-                    .into(),
-            }
-            .into());
-        }
-        let stem = local::stem(tenant);
-        let now = self.inner.cfg.clock.now_ms();
-        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = slots.entry(stem.clone()).or_insert_with(|| Slot {
-            lock: Arc::new(tokio::sync::Mutex::new(None)),
-            users: 0,
-            last_used_ms: now,
-            bytes: 0,
-        });
-        slot.users += 1;
-        slot.last_used_ms = now;
-        Ok(InUse {
-            inner: self.inner.clone(),
-            stem,
-            lock: slot.lock.clone(),
-        })
-    }
-
-    /// After an operation: on a local failure drop the cached copy (it is
-    /// re-fetched next time); record the slot's size.
-    fn finish<T>(&self, tenant: &str, local: &mut Option<Sidecar>, res: &Result<T>) {
-        let (paths, files) = self.paths_locked(tenant);
-        if matches!(
-            res,
-            Err(TenantDbError::Io { .. }) | Err(TenantDbError::Corrupt { .. })
-        ) {
-            *local = None;
-            let _g = hold(&files);
-            if let Err(e) = paths.remove_all() {
-                tracing::warn!(tenant, error = %e, "could not drop a bad cached copy");
-            }
-        }
-        let bytes = paths.bytes();
-        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slots.get_mut(&local::stem(tenant)) {
-            s.bytes = bytes;
-        }
-    }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let c = &self.inner.counters;
@@ -1322,56 +756,12 @@ impl TenantDbs {
         };
         self.inner.store.put(key, body, opts).await
     }
-
-    /// Evicts tenants past the maximum age, then least recently used ones
-    /// while the cache is over budget. Tenants in use are skipped.
-    async fn evict(&self) {
-        let inner = self.inner.clone();
-        let r = blocking(move || {
-            let now = inner.cfg.clock.now_ms();
-            let max_age = inner.cfg.cache_max_age.as_millis() as u64;
-            let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let mut total: u64 = slots.values().map(|s| s.bytes).sum();
-            let mut order: Vec<(u64, String)> = slots
-                .iter()
-                .filter(|(_, s)| s.users == 0)
-                .map(|(k, s)| (s.last_used_ms, k.clone()))
-                .collect();
-            order.sort();
-            for (last, stem) in order {
-                let too_old = now.saturating_sub(last) > max_age;
-                if !too_old && total <= inner.cfg.cache_budget {
-                    continue;
-                }
-                let Some(slot) = slots.get(&stem) else {
-                    continue;
-                };
-                let Ok(mut guard) = slot.lock.try_lock() else {
-                    continue;
-                };
-                let files = inner.file_lock(&stem);
-                let Ok(_g) = files.try_lock() else {
-                    continue;
-                };
-                Paths::new(&inner.cfg.cache_dir, &stem).remove_all()?;
-                *guard = None;
-                drop(guard);
-                total = total.saturating_sub(slot.bytes);
-                slots.remove(&stem);
-                bump!(inner.counters, evictions, 1);
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cache eviction failed");
-        }
-    }
 }
 
 /// A test-only crash point; see "Crash points" in the module docs.
 #[cfg(feature = "failpoints")]
 pub(crate) fn crash_point(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
     let Ok(spec) = std::env::var("IFMATCH_CRASH_AT") else {
         return;

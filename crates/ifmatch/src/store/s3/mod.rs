@@ -65,32 +65,41 @@
 //! connection, 500/502/504) → [`Error::Ambiguous`]; 401/403 and other client
 //! errors → [`Error::Other`].
 
-use std::borrow::Cow;
-use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use http::header::{HeaderMap, HeaderValue, IF_MATCH};
+use http::header::{HeaderMap, IF_MATCH};
 use object_store::aws::{
     AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential, S3ConditionalPut,
 };
-use object_store::client::{HttpError, HttpErrorKind, HttpRequest, HttpRequestBody};
+use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore,
-    PutMode, PutPayload, RetryConfig, UpdateVersion,
+    Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, PutMode, PutPayload,
+    RetryConfig, UpdateVersion,
 };
 
 use super::{
-    Condition, Fetch, ListEntry, ListPage, ListResult, Metadata, Object, ObjectMeta, PutOptions,
-    Store, Version,
+    Condition, Fetch, ListEntry, ListPage, ListResult, Object, ObjectMeta, PutOptions, Store,
+    Version,
 };
 use crate::error::{Error, Result};
 use crate::key::{MAX_KEY_BYTES, validate_key, validate_metadata, validate_prefix};
+
+mod encoding;
+mod errors;
+mod urls;
+
+use encoding::{
+    EXPIRES_METADATA, attributes_from_metadata, encode_key, header_etag, metadata_from_attributes,
+    version_from_etag,
+};
+use errors::{Op, chain_text, conflict_409, status_error, status_in};
+pub(super) use urls::parse_url;
+use urls::{is_loopback, parse_bool};
 
 /// The IAM actions the [`Store`] calls of this backend need on objects
 /// (resource `arn:aws:s3:::BUCKET/PREFIX/*`): GET and HEAD are `s3:GetObject`,
@@ -108,9 +117,6 @@ pub const IAM_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket"];
 
 /// The largest value a single S3 `PutObject` accepts: 5 GiB.
 pub const MAX_VALUE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-
-/// The metadata name under which `expires_at` is stored (seconds since the epoch).
-const EXPIRES_METADATA: &str = "ifmatch-expires";
 
 /// The most keys S3 returns in one `ListObjectsV2` page.
 const S3_MAX_KEYS: usize = 1000;
@@ -143,26 +149,6 @@ pub struct S3Store {
     request_payer: bool,
     /// Whether requests go unsigned (`AWS_SKIP_SIGNATURE`, public buckets).
     skip_signature: bool,
-}
-
-/// The parts of an `s3://` URL.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct ParsedUrl {
-    bucket: String,
-    /// Without a trailing `/`; empty for the bucket root.
-    prefix: String,
-    endpoint: Option<String>,
-    region: Option<String>,
-    allow_http: Option<bool>,
-}
-
-/// What an operation was, for classifying its failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    /// A read (GET, HEAD, LIST): safe to repeat, so any transport failure is retryable.
-    Read,
-    /// A write (PUT, DELETE): a request that may have been sent makes the outcome unknown.
-    Write,
 }
 
 impl S3Store {
@@ -367,52 +353,6 @@ impl S3Store {
         Error::conflict(key, expected, actual)
     }
 
-    /// Maps an `object_store` failure; see the module docs for the table.
-    fn map_err(&self, op: Op, key: &str, e: object_store::Error) -> Error {
-        use object_store::Error as E;
-        let text = chain_text(&e);
-        if text.contains("NoSuchBucket") {
-            return Error::other(
-                format!(
-                    "bucket {} does not exist (create it first; S3Store::create_bucket does for tests)",
-                    self.bucket
-                ),
-                e,
-            );
-        }
-        match &e {
-            E::NotFound { .. } if op == Op::Read && !key.is_empty() => {
-                return Error::not_found(key);
-            }
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-                return Error::other(format!("S3 refused access to bucket {}", self.bucket), e);
-            }
-            E::NotImplemented { .. } | E::NotSupported { .. } => {
-                return Error::Unsupported(e.to_string());
-            }
-            _ => {}
-        }
-        match transport_kind(&e) {
-            Some(HttpErrorKind::Connect) => {
-                return Error::unavailable("cannot connect to S3", e);
-            }
-            Some(_) if op == Op::Write => {
-                return Error::Ambiguous {
-                    key: key.to_string(),
-                    message: format!(
-                        "the request may have reached S3 but its answer was lost: {e}"
-                    ),
-                };
-            }
-            Some(_) => return Error::unavailable("S3 request failed", e),
-            None => {}
-        }
-        match status_in(&text) {
-            Some(status) => status_error(op, key, status, &text),
-            None => Error::other("S3 request failed", e),
-        }
-    }
-
     /// Signs a request to `url` with the store's credentials and sends it.
     ///
     /// The outer error means nothing was sent (credentials, signing); the inner
@@ -505,18 +445,6 @@ impl S3Store {
             )),
         }
     }
-}
-
-/// S3's 409 ConditionalRequestConflict: a conditional write raced another
-/// one in flight on the same key and was not applied. Retryable, never a
-/// `Conflict` (which would mean "the key is not in the state you expected").
-fn conflict_409(key: &str, source: impl Into<crate::error::BoxError>) -> Error {
-    Error::unavailable(
-        format!(
-            "S3 answered 409 (ConditionalRequestConflict) to a write of '{key}': it raced another conditional write and was not applied; retry"
-        ),
-        source,
-    )
 }
 
 #[async_trait]
@@ -745,380 +673,9 @@ impl Store for S3Store {
     }
 }
 
-/// Parses an `s3://` URL (pure; see [`S3Store::open`]).
-pub(super) fn parse_url(url: &str) -> Result<ParsedUrl> {
-    let bad = |why: String| Error::InvalidInput(format!("bad S3 store URL {url:?}: {why}"));
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| bad("it must start with s3://".into()))?;
-    if rest.contains('#') {
-        return Err(bad("a fragment ('#') is not allowed".into()));
-    }
-    let (location, query) = match rest.split_once('?') {
-        Some((l, q)) => (l, Some(q)),
-        None => (rest, None),
-    };
-    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-    validate_bucket(bucket).map_err(|why| bad(format!("bucket name {bucket:?}: {why}")))?;
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    if !prefix.is_empty() {
-        validate_key(prefix).map_err(|e| bad(format!("prefix {prefix:?}: {e}")))?;
-    }
-    let mut parsed = ParsedUrl {
-        bucket: bucket.to_string(),
-        prefix: prefix.to_string(),
-        ..ParsedUrl::default()
-    };
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let set_once = |slot: &mut Option<String>| {
-            if slot.is_some() {
-                return Err(bad(format!("parameter {name:?} is given twice")));
-            }
-            if value.is_empty() {
-                return Err(bad(format!("parameter {name:?} is empty")));
-            }
-            *slot = Some(value.to_string());
-            Ok(())
-        };
-        match name.as_ref() {
-            "endpoint" => {
-                set_once(&mut parsed.endpoint)?;
-                check_endpoint(&value).map_err(|why| bad(format!("endpoint {value:?}: {why}")))?;
-            }
-            "region" => set_once(&mut parsed.region)?,
-            "allow_http" => {
-                if parsed.allow_http.is_some() {
-                    return Err(bad("parameter \"allow_http\" is given twice".into()));
-                }
-                parsed.allow_http = Some(parse_bool(&value).ok_or_else(|| {
-                    bad(format!("allow_http must be true or false, not {value:?}"))
-                })?);
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter {other:?} (known: endpoint, region, allow_http)"
-                )));
-            }
-        }
-    }
-    if let Some(e) = &mut parsed.endpoint {
-        let trimmed = e.trim_end_matches('/').len();
-        e.truncate(trimmed);
-    }
-    Ok(parsed)
-}
-
-/// Checks an endpoint URL: http or https, a host, no query or fragment.
-fn check_endpoint(endpoint: &str) -> std::result::Result<(), String> {
-    let u = url::Url::parse(endpoint).map_err(|e| e.to_string())?;
-    if u.scheme() != "http" && u.scheme() != "https" {
-        return Err(format!(
-            "scheme must be http or https, not {:?}",
-            u.scheme()
-        ));
-    }
-    if u.host().is_none() {
-        return Err("it has no host".into());
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err("it may not have a query or fragment".into());
-    }
-    Ok(())
-}
-
-/// S3's general-purpose bucket naming rules.
-fn validate_bucket(bucket: &str) -> std::result::Result<(), String> {
-    if bucket.is_empty() {
-        return Err("it is missing (s3://BUCKET[/PREFIX])".into());
-    }
-    if !(3..=63).contains(&bucket.len()) {
-        return Err("it must be 3 to 63 characters long".into());
-    }
-    if !bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
-        return Err("it may contain only a-z, 0-9, '.' and '-'".into());
-    }
-    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !edge_ok(bucket.bytes().next()) || !edge_ok(bucket.bytes().last()) {
-        return Err("it must begin and end with a letter or digit".into());
-    }
-    if bucket.contains("..") {
-        return Err("it may not contain '..'".into());
-    }
-    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Err("it may not look like an IP address".into());
-    }
-    Ok(())
-}
-
-/// True when the URL's host is loopback: `127.0.0.0/8`, `localhost` or `[::1]`.
-fn is_loopback(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
-/// `true`/`false` and the usual spellings.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "on" | "yes" | "y" => Some(true),
-        "0" | "false" | "off" | "no" | "n" => Some(false),
-        _ => None,
-    }
-}
-
-/// A version from an ETag header or listing entry: the ETag without its quotes.
-fn version_from_etag(etag: &str) -> Version {
-    let inner = etag
-        .strip_prefix('"')
-        .and_then(|e| e.strip_suffix('"'))
-        .unwrap_or(etag);
-    Version::new(inner)
-}
-
-/// The quoted ETag to send for `version`, or `None` if it cannot be an ETag
-/// (empty, or not visible ASCII without quotes): such a version never matches.
-fn header_etag(version: &Version) -> Option<HeaderValue> {
-    let v = version.as_str();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-        return None;
-    }
-    HeaderValue::from_str(&format!("\"{v}\"")).ok()
-}
-
-/// Percent-encodes an object key for a URL path: everything but unreserved characters and `/`.
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// User metadata and expiry as `object_store` attributes (`x-amz-meta-*` headers).
-fn attributes_from_metadata(metadata: &Metadata, expires_at: Option<u64>) -> Attributes {
-    let mut attrs = Attributes::with_capacity(metadata.len() + 1);
-    for (name, value) in metadata {
-        attrs.insert(
-            Attribute::Metadata(Cow::Owned(name.clone())),
-            AttributeValue::from(encode_metadata_value(value)),
-        );
-    }
-    if let Some(t) = expires_at {
-        attrs.insert(
-            Attribute::Metadata(Cow::Borrowed(EXPIRES_METADATA)),
-            AttributeValue::from(t.to_string()),
-        );
-    }
-    attrs
-}
-
-/// User metadata and expiry back from `object_store` attributes.
-fn metadata_from_attributes(attrs: &Attributes) -> (Metadata, Option<u64>) {
-    let mut metadata = Metadata::new();
-    let mut expires_at = None;
-    for (attr, value) in attrs {
-        if let Attribute::Metadata(name) = attr {
-            if name == EXPIRES_METADATA {
-                expires_at = value.as_ref().trim().parse().ok();
-            } else {
-                metadata.insert(name.to_string(), decode_metadata_value(value.as_ref()));
-            }
-        }
-    }
-    (metadata, expires_at)
-}
-
-const Q_START: &str = "=?UTF-8?Q?";
-const Q_END: &str = "?=";
-
-/// HTTP drops spaces at either end of a header value. Such values (and values
-/// that look like an encoded word themselves) travel as an RFC 2047 encoded
-/// word, `=?UTF-8?Q?...?=`, the convention S3 documents for metadata that
-/// plain headers cannot carry; every other value is sent as is.
-fn encode_metadata_value(value: &str) -> String {
-    let needs = value.starts_with(' ')
-        || value.ends_with(' ')
-        || (value.starts_with("=?") && value.ends_with("?="));
-    if !needs {
-        return value.to_string();
-    }
-    let mut out = String::from(Q_START);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'!' | b'*' | b'+' | b'-' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    out.push_str(Q_END);
-    out
-}
-
-/// Reverses [`encode_metadata_value`]; a value that is not a well-formed Q word stays as is.
-fn decode_metadata_value(value: &str) -> String {
-    let Some(inner) = value
-        .strip_prefix(Q_START)
-        .and_then(|v| v.strip_suffix(Q_END))
-    else {
-        return value.to_string();
-    };
-    let bytes = inner.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'_' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'=' => {
-                let hex = inner
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => out.push(b),
-                    None => return value.to_string(),
-                }
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
-}
-
-/// The error and all its sources, joined (status codes and S3 error codes are only in the text).
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(" | ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The transport failure in an `object_store` error's sources, if it is one.
-fn transport_kind(e: &(dyn StdError + 'static)) -> Option<HttpErrorKind> {
-    let mut current = Some(e);
-    while let Some(c) = current {
-        if let Some(h) = c.downcast_ref::<HttpError>() {
-            return Some(h.kind());
-        }
-        current = c.source();
-    }
-    None
-}
-
-/// The HTTP status in an `object_store` error text ("... status code: 503 ...").
-///
-/// `object_store` keeps its `RetryError` (which knows the status) private, so
-/// statuses it does not map to a variant of its own are only in the message.
-fn status_in(text: &str) -> Option<u16> {
-    let at = text.find("status code: ")? + "status code: ".len();
-    text.get(at..at + 3)?.parse().ok()
-}
-
-/// Maps an HTTP status that is not a condition outcome.
-fn status_error(op: Op, key: &str, status: u16, text: &str) -> Error {
-    let unavailable = || Error::Unavailable {
-        message: format!("S3 answered {status}: {text}"),
-        source: None,
-    };
-    match status {
-        408 | 429 | 503 => unavailable(),
-        // S3's "RequestTimeout": the request body was not received in time, nothing was written.
-        400 if text.contains("RequestTimeout") => unavailable(),
-        501 => Error::Unsupported(format!("S3 answered 501: {text}")),
-        500..=599 if op == Op::Write => Error::Ambiguous {
-            key: key.to_string(),
-            message: format!("S3 answered {status}; the write may or may not have landed: {text}"),
-        },
-        500..=599 => unavailable(),
-        _ => Error::msg(format!("S3 answered {status}: {text}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let p = parse_url("s3://my-bucket").unwrap();
-        assert_eq!(p.bucket, "my-bucket");
-        assert_eq!(p.prefix, "");
-        assert_eq!(p.endpoint, None);
-
-        let p = parse_url("s3://my-bucket/").unwrap();
-        assert_eq!(p.prefix, "");
-
-        let p = parse_url("s3://my.bucket/a/b/?region=eu-west-1").unwrap();
-        assert_eq!(p.bucket, "my.bucket");
-        assert_eq!(p.prefix, "a/b");
-        assert_eq!(p.region.as_deref(), Some("eu-west-1"));
-
-        let p = parse_url(
-            "s3://bkt/p?endpoint=http%3A%2F%2F127.0.0.1%3A4566%2F&allow_http=true&region=us-east-1",
-        )
-        .unwrap();
-        assert_eq!(p.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
-        assert_eq!(p.allow_http, Some(true));
-
-        let p = parse_url("s3://bkt?endpoint=https://minio.example:9000").unwrap();
-        assert_eq!(p.endpoint.as_deref(), Some("https://minio.example:9000"));
-    }
-
-    #[test]
-    fn rejects_bad_urls() {
-        for url in [
-            "s3://",
-            "s3:///prefix",
-            "s3://ab",
-            "s3://Bucket",
-            "s3://bucket_name",
-            "s3://-bucket",
-            "s3://bucket-",
-            "s3://a..b",
-            "s3://192.168.1.1",
-            &format!("s3://{}", "b".repeat(64)),
-            "s3://bucket/a//b",
-            "s3://bucket/../x",
-            "s3://bucket?endpoint=",
-            "s3://bucket?endpoint=ftp://x",
-            "s3://bucket?endpoint=not a url",
-            "s3://bucket?region=a&region=b",
-            "s3://bucket?allow_http=maybe",
-            "s3://bucket#frag",
-            "file://bucket",
-        ] {
-            let err = parse_url(url).unwrap_err();
-            assert!(matches!(err, Error::InvalidInput(_)), "{url}: {err}");
-        }
-    }
-
-    #[test]
-    fn unknown_parameters_are_named() {
-        let err = parse_url("s3://bucket?endpoint=http://127.0.0.1:1&colour=blue").unwrap_err();
-        assert!(
-            matches!(&err, Error::InvalidInput(m) if m.contains("colour")),
-            "{err}"
-        );
-    }
 
     #[tokio::test]
     async fn http_only_on_loopback_unless_allowed() {
@@ -1154,95 +711,5 @@ mod tests {
         // The prefix counts against S3's key length limit.
         let long = "k".repeat(MAX_KEY_BYTES);
         assert!(matches!(s.object_key(&long), Err(Error::InvalidKey { .. })));
-    }
-
-    #[test]
-    fn etags_and_versions() {
-        assert_eq!(version_from_etag("\"abc\"").as_str(), "abc");
-        assert_eq!(version_from_etag("abc").as_str(), "abc");
-        assert_eq!(header_etag(&Version::new("abc-2")).unwrap(), "\"abc-2\"");
-        assert!(header_etag(&Version::new("")).is_none());
-        assert!(header_etag(&Version::new("a\"b")).is_none());
-        assert!(header_etag(&Version::new("a\nb")).is_none());
-        assert!(header_etag(&Version::new("a b")).is_none());
-    }
-
-    #[test]
-    fn key_encoding() {
-        assert_eq!(encode_key("a/b c+d%e=f#g?h"), "a/b%20c%2Bd%25e%3Df%23g%3Fh");
-        assert_eq!(encode_key("ü"), "%C3%BC");
-        assert_eq!(encode_key("A-z_0.9~"), "A-z_0.9~");
-    }
-
-    #[test]
-    fn metadata_values_round_trip() {
-        for v in [
-            "",
-            "plain",
-            "json v1",
-            " leading",
-            "trailing ",
-            " both ",
-            "=?x?=",
-            "=?UTF-8?Q?a?=",
-            "a_b=c?d",
-            "  ",
-            "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
-        ] {
-            let encoded = encode_metadata_value(v);
-            assert!(
-                !encoded.starts_with(' ') && !encoded.ends_with(' '),
-                "{v:?} -> {encoded:?}"
-            );
-            assert_eq!(decode_metadata_value(&encoded), v, "{v:?} -> {encoded:?}");
-        }
-        assert_eq!(encode_metadata_value("json v1"), "json v1");
-        assert_eq!(
-            decode_metadata_value("=?UTF-8?Q?bad=Z?="),
-            "=?UTF-8?Q?bad=Z?="
-        );
-    }
-
-    #[test]
-    fn expiry_travels_as_metadata() {
-        let mut m = Metadata::new();
-        m.insert("a".into(), "1".into());
-        let attrs = attributes_from_metadata(&m, Some(1_700_000_000));
-        assert_eq!(
-            attrs
-                .get(&Attribute::Metadata("ifmatch-expires".into()))
-                .map(|v| v.as_ref()),
-            Some("1700000000")
-        );
-        let (back, expires) = metadata_from_attributes(&attrs);
-        assert_eq!(back, m);
-        assert_eq!(expires, Some(1_700_000_000));
-    }
-
-    #[test]
-    fn statuses() {
-        assert_eq!(
-            status_in(
-                "Error performing PUT x - Server returned non-2xx status code: 503 Service Unavailable: "
-            ),
-            Some(503)
-        );
-        assert_eq!(status_in("no status here"), None);
-        assert!(status_error(Op::Read, "k", 503, "").is_retryable());
-        assert!(status_error(Op::Read, "k", 500, "").is_retryable());
-        assert!(matches!(
-            status_error(Op::Write, "k", 500, ""),
-            Error::Ambiguous { .. }
-        ));
-        assert!(status_error(Op::Write, "k", 503, "").is_retryable());
-        assert!(status_error(Op::Write, "k", 400, "<Code>RequestTimeout</Code>").is_retryable());
-        assert!(matches!(
-            status_error(Op::Read, "k", 400, ""),
-            Error::Other { .. }
-        ));
-        assert!(matches!(
-            status_error(Op::Write, "k", 501, ""),
-            Error::Unsupported(_)
-        ));
     }
 }

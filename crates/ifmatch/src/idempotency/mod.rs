@@ -62,8 +62,6 @@
 //! Unlike the seed's consumer (read, then write in two steps), only the
 //! conditional writes decide anything here; reads only choose which write to try.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -71,7 +69,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::clock::{DynClock, SharedRng};
 use crate::error::Error;
@@ -79,42 +76,17 @@ use crate::lease::{from_ms, to_ms};
 use crate::retry::RetryPolicy;
 use crate::store::{Condition, DynStore, Metadata, PutOptions, Version};
 
+mod cache;
+mod error;
+mod record;
+
+use cache::Cache;
+pub use error::IdempotencyError;
+use record::Record;
+pub use record::{RecordInfo, RecordState, payload_hash};
+
 /// The default key prefix of idempotency records.
 pub const DEFAULT_PREFIX: &str = "idempotency/";
-
-/// The state of an idempotency record.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordState {
-    /// A worker claimed the key and is running the handler.
-    InProgress,
-    /// The handler finished; the record holds its result.
-    Completed,
-}
-
-impl fmt::Display for RecordState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecordState::InProgress => "in-progress",
-            RecordState::Completed => "completed",
-        })
-    }
-}
-
-/// The JSON body of an idempotency record.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct Record {
-    key: String,
-    status: RecordState,
-    payload_hash: String,
-    claim_id: String,
-    claimed_at_ms: u64,
-    updated_at_ms: u64,
-    /// In progress: when the claim goes stale. Completed: when the result expires.
-    expires_at_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    result: Option<Value>,
-}
 
 /// What [`Idempotency::run`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,191 +166,6 @@ fn not_claimed<E>(key: &str, claim_id: &str, rec: &Record) -> IdempotencyError<E
         found,
     }
 }
-
-/// What an idempotency record says, as [`Idempotency::inspect`] reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordInfo {
-    /// The idempotency key.
-    pub key: String,
-    /// In progress or completed.
-    pub state: RecordState,
-    /// The hex SHA-256 of the payload the key was claimed for.
-    pub payload_hash: String,
-    /// When the (current) claim was made, by the claimer's clock.
-    pub claimed_at: SystemTime,
-    /// When the record was last written.
-    pub updated_at: SystemTime,
-    /// In progress: when the claim goes stale. Completed: when the result expires.
-    pub expires_at: SystemTime,
-    /// The stored result, as JSON (`None` while in progress).
-    pub result: Option<Value>,
-    /// The record's store version.
-    pub version: Version,
-}
-
-/// Why [`Idempotency::run`] failed. `E` is the handler's error type.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum IdempotencyError<E> {
-    /// Another worker holds a fresh claim on the key (after any configured wait).
-    #[error(
-        "idempotency key '{key}' found in-progress: another worker claimed it {age:?} ago (stale after {timeout:?}); waited {waited:?}"
-    )]
-    InProgress {
-        /// The key.
-        key: String,
-        /// How old the claim is.
-        age: Duration,
-        /// The in-progress timeout after which it may be taken over.
-        timeout: Duration,
-        /// How long this call waited for it.
-        waited: Duration,
-    },
-    /// The key was used before with a different payload.
-    #[error(
-        "idempotency key '{key}' found {state} for a different payload (stored hash {stored}, this payload {given})"
-    )]
-    PayloadMismatch {
-        /// The key.
-        key: String,
-        /// The state of the record found.
-        state: RecordState,
-        /// The stored payload hash (hex SHA-256).
-        stored: String,
-        /// This call's payload hash.
-        given: String,
-    },
-    /// The handler failed; the claim was released (if `released`) so a retry can run.
-    #[error("handler for idempotency key '{key}' failed ({}): {source}", if *released { "claim released, a retry may run" } else { "claim could not be released; it goes stale after the in-progress timeout" })]
-    Handler {
-        /// The key.
-        key: String,
-        /// Whether the claim was deleted.
-        released: bool,
-        /// The handler's error.
-        #[source]
-        source: E,
-    },
-    /// Complete or abandon named a claim that does not hold the key.
-    #[error("idempotency key '{key}' is not held by claim {claim_id}: found {found}")]
-    NotClaimed {
-        /// The key.
-        key: String,
-        /// The claim id given.
-        claim_id: String,
-        /// What the record holds instead.
-        found: String,
-    },
-    /// The handler ran, but its result could not be stored (claim taken over, or store failure).
-    #[error("handler for idempotency key '{key}' ran but its result was not stored: {reason}")]
-    NotSaved {
-        /// The key.
-        key: String,
-        /// The handler's result, as JSON.
-        result: Value,
-        /// Why it was not stored.
-        reason: String,
-    },
-    /// A stored record could not be read, or a value could not be encoded.
-    #[error("idempotency key '{key}': {message}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The key is not valid, or a setting is not.
-    #[error("invalid idempotency request: {0}")]
-    Invalid(String),
-    /// The store failed (non-retryable, or retryable beyond the budget).
-    #[error("idempotency key '{key}': {source}")]
-    Store {
-        /// The key.
-        key: String,
-        /// The store's error.
-        #[source]
-        source: Error,
-    },
-}
-
-impl<E> IdempotencyError<E> {
-    /// The classification, for exit codes and HTTP statuses (a handler failure is `Other`).
-    pub fn kind(&self) -> crate::ErrorKind {
-        match self {
-            IdempotencyError::InProgress { .. }
-            | IdempotencyError::PayloadMismatch { .. }
-            | IdempotencyError::NotClaimed { .. } => crate::ErrorKind::Conflict,
-            IdempotencyError::Invalid(_) => crate::ErrorKind::Invalid,
-            IdempotencyError::Store { source, .. } => source.kind(),
-            _ => crate::ErrorKind::Other,
-        }
-    }
-}
-
-/// A bounded least-recently-used cache of completed results.
-#[derive(Debug, Default)]
-struct Cache {
-    capacity: usize,
-    tick: u64,
-    entries: HashMap<String, CacheEntry>,
-    order: BTreeMap<u64, String>,
-}
-
-#[derive(Debug)]
-struct CacheEntry {
-    hash: String,
-    result: Value,
-    expires_at_ms: u64,
-    tick: u64,
-}
-
-impl Cache {
-    fn get(&mut self, key: &str, now_ms: u64) -> Option<(String, Value)> {
-        let expired = self.entries.get(key)?.expires_at_ms <= now_ms;
-        if expired {
-            self.remove(key);
-            return None;
-        }
-        self.tick += 1;
-        let tick = self.tick;
-        let e = self.entries.get_mut(key)?;
-        self.order.remove(&e.tick);
-        e.tick = tick;
-        self.order.insert(tick, key.to_string());
-        Some((e.hash.clone(), e.result.clone()))
-    }
-
-    fn put(&mut self, key: &str, hash: &str, result: &Value, expires_at_ms: u64) {
-        if self.capacity == 0 {
-            return;
-        }
-        self.remove(key);
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, key.to_string());
-        self.entries.insert(
-            key.to_string(),
-            CacheEntry {
-                hash: hash.to_string(),
-                result: result.clone(),
-                expires_at_ms,
-                tick: self.tick,
-            },
-        );
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(e) = self.entries.remove(key) {
-            self.order.remove(&e.tick);
-        }
-    }
-}
-
 /// Idempotent execution over one store; cheap to clone (clones share the cache).
 #[derive(Debug, Clone)]
 pub struct Idempotency {
@@ -970,49 +757,6 @@ struct ClaimHeld {
     version: Version,
     rec: Record,
 }
-
-/// The hex SHA-256 of `payload`'s canonical JSON (object keys sorted).
-pub fn payload_hash<P: Serialize + ?Sized>(payload: &P) -> Result<String, serde_json::Error> {
-    let value = serde_json::to_value(payload)?;
-    let mut canonical = Vec::new();
-    write_canonical(&value, &mut canonical)?;
-    let digest = Sha256::digest(&canonical);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, k)?;
-                out.push(b':');
-                if let Some(x) = map.get(k) {
-                    write_canonical(x, out)?;
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(x, out)?;
-            }
-            out.push(b']');
-        }
-        other => serde_json::to_writer(&mut *out, other)?,
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1120,35 +864,5 @@ mod tests {
             idem.claim("s", "p").await.unwrap(),
             Claim::Completed(Value::from("done"))
         );
-    }
-
-    #[test]
-    fn payload_hash_ignores_key_order() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(payload_hash(&a).unwrap(), payload_hash(&b).unwrap());
-        assert_ne!(
-            payload_hash(&a).unwrap(),
-            payload_hash(&serde_json::json!({"b": 2})).unwrap()
-        );
-        assert_eq!(payload_hash("x").unwrap().len(), 64);
-    }
-
-    #[test]
-    fn cache_is_bounded_and_lru() {
-        let mut c = Cache {
-            capacity: 2,
-            ..Cache::default()
-        };
-        c.put("a", "h", &Value::from(1), 100);
-        c.put("b", "h", &Value::from(2), 100);
-        assert!(c.get("a", 0).is_some()); // a is now the most recent
-        c.put("c", "h", &Value::from(3), 100);
-        assert!(c.get("b", 0).is_none());
-        assert!(c.get("a", 0).is_some());
-        assert!(c.get("c", 0).is_some());
-        assert!(c.get("c", 100).is_none(), "expired entries are dropped");
-        assert_eq!(c.entries.len(), 1);
-        assert_eq!(c.order.len(), 1);
     }
 }

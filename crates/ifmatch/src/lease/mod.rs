@@ -86,17 +86,26 @@
 //! [`SharedRng`], both taken from the [`RetryPolicy`] given to
 //! [`Leases::with_retry`] (or set by [`Leases::with_clock`] / [`Leases::with_rng`]).
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::clock::{DynClock, SharedRng};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
-use crate::store::{Condition, DynStore, Metadata, Object, ObjectMeta, PutOptions, Store, Version};
+#[cfg(doc)]
+use crate::store::Store;
+use crate::store::{Condition, DynStore, Metadata, PutOptions, Version};
+
+mod fenced;
+mod with_lease;
+
+pub use fenced::{
+    FENCE_HEADER_MAGIC, FENCE_HEADER_MAX_LEN, FenceError, FencedValue, META_FENCE, META_FENCE_WID,
+    fenced_get, fenced_put, stored_token,
+};
+pub use with_lease::{LeaseGuard, LeaseStatus};
 
 /// The default key prefix of lease records.
 pub const DEFAULT_PREFIX: &str = "leases/";
@@ -104,13 +113,6 @@ pub const DEFAULT_PREFIX: &str = "leases/";
 /// The most a waiter sleeps past `expiry + skew` before trying a takeover
 /// (jitter, so a crowd of waiters does not write in the same millisecond).
 const TAKEOVER_JITTER_MS: u64 = 100;
-
-/// Metadata name holding the fencing token of a value written by [`fenced_put`]
-/// (the same token as in the value's header).
-pub const META_FENCE: &str = "ifmatch-fence";
-
-/// Metadata name of the write id of a fenced write (to resolve lost responses).
-pub const META_FENCE_WID: &str = "ifmatch-fence-wid";
 
 /// Why a lease operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -317,92 +319,6 @@ impl LeaseInfo {
             ttl_ms: ttl.as_millis() as u64,
             version: self.version,
         })
-    }
-}
-
-/// The state of a lease held by [`Leases::with_lease`], as the work future sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseStatus {
-    /// Still held, until at least this time (by our clock).
-    Held {
-        /// The current expiry.
-        expires_at: SystemTime,
-    },
-    /// Another worker took the lease over (or the record changed under us):
-    /// stop at once, writes with our token will be fenced off.
-    Lost {
-        /// The new holder's owner id, if someone holds it.
-        holder: Option<String>,
-        /// What the record held.
-        found: String,
-    },
-    /// The store could not be reached to renew before the lease ran short:
-    /// the lease may be lost; stop before it expires.
-    Unavailable {
-        /// The last error.
-        message: String,
-        /// When the lease expires if it was not renewed.
-        expires_at: SystemTime,
-    },
-    /// The work finished and the lease was given back.
-    Released,
-}
-
-impl LeaseStatus {
-    /// True while the lease is held.
-    pub fn is_held(&self) -> bool {
-        matches!(self, LeaseStatus::Held { .. })
-    }
-}
-
-/// What the work future of [`Leases::with_lease`] gets: the token, and news of the lease.
-#[derive(Debug, Clone)]
-pub struct LeaseGuard {
-    name: String,
-    owner: String,
-    token: u64,
-    status: watch::Receiver<LeaseStatus>,
-}
-
-impl LeaseGuard {
-    /// The lease name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    /// Our owner id.
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-    /// The fencing token to pass to [`fenced_put`].
-    pub fn token(&self) -> u64 {
-        self.token
-    }
-    /// The current status.
-    pub fn status(&self) -> LeaseStatus {
-        self.status.borrow().clone()
-    }
-    /// True while the lease is held (renewals succeeding).
-    pub fn is_held(&self) -> bool {
-        self.status.borrow().is_held()
-    }
-    /// Resolves when the lease stops being held (lost, unavailable or released),
-    /// with the reason. Use it in `tokio::select!` next to the work.
-    pub async fn lost(&self) -> LeaseStatus {
-        let mut rx = self.status.clone();
-        loop {
-            let now = rx.borrow_and_update().clone();
-            if !now.is_held() {
-                return now;
-            }
-            if rx.changed().await.is_err() {
-                let last = rx.borrow().clone();
-                return if last.is_held() {
-                    LeaseStatus::Released
-                } else {
-                    last
-                };
-            }
-        }
     }
 }
 
@@ -887,91 +803,6 @@ impl Leases {
             }
         }
     }
-
-    /// Acquires lease `name`, runs `work` while renewing the lease every
-    /// `ttl / 3`, then releases it and returns `work`'s output.
-    ///
-    /// `work` gets a [`LeaseGuard`] with the fencing token and the lease's
-    /// status: [`LeaseGuard::lost`] resolves with [`LeaseStatus::Lost`] when
-    /// another worker took the lease over, or [`LeaseStatus::Unavailable`]
-    /// when renewals kept failing until a third of the TTL was left. The work
-    /// is not cancelled: it decides (and its fenced writes are refused anyway).
-    pub async fn with_lease<F, Fut, T>(
-        &self,
-        name: &str,
-        ttl: Duration,
-        wait: Duration,
-        work: F,
-    ) -> Result<T, LeaseError>
-    where
-        F: FnOnce(LeaseGuard) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let mut lease = self.acquire(name, ttl, wait).await?;
-        let (tx, rx) = watch::channel(LeaseStatus::Held {
-            expires_at: lease.expires_at(),
-        });
-        let guard = LeaseGuard {
-            name: name.to_string(),
-            owner: lease.owner.clone(),
-            token: lease.token,
-            status: rx,
-        };
-        let out = {
-            let work = work(guard);
-            tokio::pin!(work);
-            let renewer = self.keep_renewed(&mut lease, &tx);
-            tokio::pin!(renewer);
-            let mut renewing = true;
-            loop {
-                tokio::select! {
-                    out = &mut work => break out,
-                    _ = &mut renewer, if renewing => renewing = false,
-                }
-            }
-        };
-        // Give the lease back unless another worker has it. After a spell of
-        // unavailability it may well still be ours; release is owner-checked.
-        let lost = matches!(*tx.borrow(), LeaseStatus::Lost { .. });
-        if !lost {
-            if let Err(e) = self.release(&lease).await {
-                tracing::warn!(lease = name, error = %e, "could not release the lease; it will expire");
-            }
-            tx.send_replace(LeaseStatus::Released);
-        }
-        Ok(out)
-    }
-
-    /// Renews `lease` every third of its TTL until renewal fails; reports through `tx`.
-    async fn keep_renewed(&self, lease: &mut Lease, tx: &watch::Sender<LeaseStatus>) {
-        let ttl = lease.ttl();
-        loop {
-            self.clock().sleep(ttl / 3).await;
-            // Give up on transient errors while a third of the TTL is left, so
-            // the work has time to stop before the lease can be taken over.
-            let limit = lease.expires_at().checked_sub(ttl / 3);
-            match self.renew_until(lease, limit).await {
-                Ok(()) => {
-                    tx.send_replace(LeaseStatus::Held {
-                        expires_at: lease.expires_at(),
-                    });
-                }
-                Err(LeaseError::NotOwner { holder, found, .. }) => {
-                    tracing::warn!(lease = %lease.name, %found, "lease lost to another holder");
-                    tx.send_replace(LeaseStatus::Lost { holder, found });
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(lease = %lease.name, error = %e, "cannot renew the lease");
-                    tx.send_replace(LeaseStatus::Unavailable {
-                        message: e.to_string(),
-                        expires_at: lease.expires_at(),
-                    });
-                    return;
-                }
-            }
-        }
-    }
 }
 
 fn not_owner(lease: &Lease, found: Option<Record>) -> LeaseError {
@@ -988,242 +819,6 @@ fn not_owner(lease: &Lease, found: Option<Record>) -> LeaseError {
         token: lease.token,
         holder,
         found,
-    }
-}
-
-/// Why a [`fenced_put`] was refused or failed, or a fenced value could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FenceError {
-    /// The value was last written with a newer token: our holder's lease is gone.
-    #[error(
-        "fenced write to '{key}' refused: token {token} is older than the stored token {stored}"
-    )]
-    Stale {
-        /// The key.
-        key: String,
-        /// The token the write carried.
-        token: u64,
-        /// The token stored with the value.
-        stored: u64,
-    },
-    /// Writers with the same or older tokens kept winning the race until the budget ran out.
-    #[error("fenced write to '{key}' gave up after {attempts} attempts lost to other writers")]
-    Conflict {
-        /// The key.
-        key: String,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The stored fencing token (in the metadata or the value's header) is not
-    /// a number, or the header is malformed.
-    #[error("fenced value '{key}': bad fencing header or token: {found:?}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What was found (the metadata value or the start of the header).
-        found: String,
-    },
-    /// The store failed (non-retryable, or retryable beyond the budget).
-    #[error(transparent)]
-    Store(#[from] Error),
-}
-
-/// The first bytes of every value written by [`fenced_put`]: the stored bytes
-/// are `ifmatch-fence/1 TOKEN WRITE-ID\n` followed by the caller's bytes
-/// (`TOKEN` in decimal, `WRITE-ID` 16 lowercase hex digits).
-pub const FENCE_HEADER_MAGIC: &[u8] = b"ifmatch-fence/1 ";
-
-/// The longest header [`fenced_put`] puts in front of a value (the magic, a
-/// 20-digit token, a space, a 16-digit write id and a newline): a fenced value
-/// may be this much smaller than the store's [`Store::max_value_size`].
-pub const FENCE_HEADER_MAX_LEN: usize = FENCE_HEADER_MAGIC.len() + 20 + 1 + 16 + 1;
-
-/// The stored bytes of a fenced value: the header, then `body`.
-fn encode_fenced(token: u64, wid: &str, body: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(FENCE_HEADER_MAX_LEN + body.len());
-    out.extend_from_slice(FENCE_HEADER_MAGIC);
-    out.extend_from_slice(format!("{token} {wid}\n").as_bytes());
-    out.extend_from_slice(body);
-    Bytes::from(out)
-}
-
-/// Splits stored bytes into (token, write id, body) if they carry a fencing
-/// header; `Ok(None)` if they do not start with [`FENCE_HEADER_MAGIC`].
-fn decode_fenced(key: &str, stored: &Bytes) -> Result<Option<(u64, String, Bytes)>, FenceError> {
-    let Some(rest) = stored.strip_prefix(FENCE_HEADER_MAGIC) else {
-        return Ok(None);
-    };
-    let corrupt = || FenceError::Corrupt {
-        key: key.to_string(),
-        found: String::from_utf8_lossy(&stored[..stored.len().min(FENCE_HEADER_MAX_LEN)])
-            .into_owned(),
-    };
-    let line_len = rest
-        .iter()
-        .take(FENCE_HEADER_MAX_LEN)
-        .position(|&b| b == b'\n')
-        .ok_or_else(corrupt)?;
-    let line = std::str::from_utf8(&rest[..line_len]).map_err(|_| corrupt())?;
-    let (token, wid) = line.split_once(' ').ok_or_else(corrupt)?;
-    let token: u64 = token.parse().map_err(|_| corrupt())?;
-    if wid.is_empty() || !wid.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(corrupt());
-    }
-    let start = FENCE_HEADER_MAGIC.len() + line_len + 1;
-    Ok(Some((token, wid.to_string(), stored.slice(start..))))
-}
-
-/// A value written by [`fenced_put`], with its fencing header taken off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FencedValue {
-    /// The caller's bytes, as given to [`fenced_put`].
-    pub body: Bytes,
-    /// The token it was written with; `None` for a value that was not written
-    /// by [`fenced_put`] (no header and no [`META_FENCE`] metadata).
-    pub token: Option<u64>,
-    /// Version, metadata and expiry of the stored value. Its `size` is that of
-    /// the stored bytes, header included.
-    pub meta: ObjectMeta,
-}
-
-impl FencedValue {
-    /// Takes the fencing header off an object read from the store by other
-    /// means than [`fenced_get`] (e.g. [`Store::get_if_changed`]).
-    ///
-    /// An object without the header is returned whole, with the token from
-    /// its [`META_FENCE`] metadata if any (values written before the header
-    /// existed, or written by a plain `put`).
-    pub fn decode(object: Object) -> Result<Self, FenceError> {
-        let Object { meta, body } = object;
-        match decode_fenced(&meta.key, &body)? {
-            Some((token, _wid, body)) => Ok(FencedValue {
-                body,
-                token: Some(token),
-                meta,
-            }),
-            None => Ok(FencedValue {
-                token: stored_token(&meta)?,
-                body,
-                meta,
-            }),
-        }
-    }
-}
-
-/// Reads a value written by [`fenced_put`]: the caller's bytes without the
-/// fencing header, the token and the version. A missing key is
-/// `FenceError::Store(Error::NotFound { .. })`.
-pub async fn fenced_get(store: &dyn Store, key: &str) -> Result<FencedValue, FenceError> {
-    FencedValue::decode(store.get(key).await?)
-}
-
-/// The fencing token stored with a value (`None` if it was written without
-/// one), from its metadata: a HEAD is enough. [`fenced_put`] writes the token
-/// in the metadata and in the value's header in the same put, so the two agree.
-pub fn stored_token(meta: &ObjectMeta) -> Result<Option<u64>, FenceError> {
-    match meta.metadata.get(META_FENCE) {
-        None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| FenceError::Corrupt {
-            key: meta.key.clone(),
-            found: s.clone(),
-        }),
-    }
-}
-
-/// Writes `body` to `key` on behalf of the holder of fencing `token`, unless
-/// the value was last written with a newer token.
-///
-/// The check and the write are one conditional write on the version read, so
-/// two fenced writers can never both pass the check: the loser re-reads and
-/// checks again. An equal token passes (the same holder writing again). A
-/// lost response is settled by re-reading for this write's id. `metadata` is
-/// stored alongside (names starting `ifmatch-` are reserved).
-///
-/// **The stored bytes are not `body`**: they start with a one-line header
-/// carrying the token and a fresh write id ([`FENCE_HEADER_MAGIC`]), so that
-/// every fenced write changes the version on every backend. On S3 a version
-/// is the ETag, a hash of the bytes alone: were the token only in metadata, a
-/// newer holder rewriting the same bytes would leave the version unchanged
-/// and an older holder's write conditional on it would still land. Read the
-/// value back with [`fenced_get`] (or [`FencedValue::decode`]), which strips
-/// the header. The token is also put in the metadata ([`META_FENCE`]), so
-/// the check needs only a HEAD. The header takes up to
-/// [`FENCE_HEADER_MAX_LEN`] bytes of the store's size limit.
-pub async fn fenced_put(
-    store: &dyn Store,
-    key: &str,
-    body: Bytes,
-    token: u64,
-    metadata: Metadata,
-    policy: &RetryPolicy,
-) -> Result<Version, FenceError> {
-    let wid = format!("{:016x}", policy.rng.next_u64());
-    let stored = encode_fenced(token, &wid, &body);
-    let mut attempts = policy.start();
-    let head = |key: &str| {
-        let key = key.to_string();
-        async move {
-            policy
-                .run(|| async {
-                    match store.head(&key).await {
-                        Ok(m) => Ok(Some(m)),
-                        Err(Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })
-                .await
-        }
-    };
-    loop {
-        attempts.begin();
-        let current = head(key).await?;
-        let condition = match &current {
-            None => Condition::Absent,
-            Some(meta) => {
-                if let Some(stored) = stored_token(meta)?
-                    && stored > token
-                {
-                    return Err(FenceError::Stale {
-                        key: key.to_string(),
-                        token,
-                        stored,
-                    });
-                }
-                Condition::Matches(meta.version.clone())
-            }
-        };
-        let mut md = metadata.clone();
-        md.insert(META_FENCE.into(), token.to_string());
-        md.insert(META_FENCE_WID.into(), wid.clone());
-        let opts = PutOptions {
-            condition,
-            metadata: md,
-            expires_at: None,
-        };
-        let transient = match store.put(key, stored.clone(), opts).await {
-            Ok(v) => return Ok(v),
-            Err(Error::Conflict { .. } | Error::NotFound { .. }) => None,
-            Err(Error::Ambiguous { .. }) => {
-                if let Some(meta) = head(key).await?
-                    && meta.metadata.get(META_FENCE_WID) == Some(&wid)
-                {
-                    return Ok(meta.version);
-                }
-                None
-            }
-            Err(e) if e.is_retryable() => Some(e),
-            Err(e) => return Err(FenceError::Store(e)),
-        };
-        if !attempts.backoff().await {
-            return Err(match transient {
-                Some(e) => FenceError::Store(crate::retry::exhausted(e, attempts.made())),
-                None => FenceError::Conflict {
-                    key: key.to_string(),
-                    attempts: attempts.made(),
-                },
-            });
-        }
     }
 }
 
