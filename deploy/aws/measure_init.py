@@ -27,30 +27,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 KEY_HEADER = "authorization"
 
 
+EVENT_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "api-gateway-v2-event.json")
+
+
 def api_gateway_event(method, path, headers, body=None):
-    """An API Gateway HTTP API (payload 2.0) event."""
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "domainName": "local.execute-api.localhost",
-            "domainPrefix": "local",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": "measure_init"},
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "01/Dec/2026:00:00:00 +0000",
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    """An API Gateway HTTP API (payload 2.0) event: the shared fixture
+    (also read by crates/ifmatch-server/tests/lambda.rs) with this request."""
+    with open(EVENT_FIXTURE) as f:
+        event = json.load(f)
+    event["rawPath"] = path
+    event["headers"] = headers
+    event["body"] = body
+    ctx = event["requestContext"]
+    ctx["http"]["method"] = method
+    ctx["http"]["path"] = path
+    ctx["requestId"] = str(uuid.uuid4())
+    ctx["timeEpoch"] = int(time.time() * 1000)
+    return event
 
 
 class Runtime:

@@ -264,15 +264,24 @@ impl Tx {
         }
     }
 
-    fn run(
+    /// Prepares `sql` (only a read-only statement when `read_only`), binds
+    /// `params`, runs it and returns the rows it produced as tuples.
+    fn rows(
         &self,
         py: Python<'_>,
         sql: &str,
         params: Option<&Bound<'_, PyAny>>,
+        read_only: bool,
     ) -> PyResult<Py<PyList>> {
         let conn = self.conn()?;
         let sqlerr = |e: rusqlite::Error| tenantdb_error(py, &TenantDbError::from(e));
         let mut stmt = conn.prepare(sql).map_err(sqlerr)?;
+        if read_only && !stmt.readonly() {
+            return Err(crate::errors::invalid_input(
+                py,
+                format!("query() runs read-only statements; use execute() for {sql:?}"),
+            ));
+        }
         bind(&mut stmt, params).map_err(|e| match e {
             Bind::Py(e) => e,
             Bind::Sql(e) => sqlerr(e),
@@ -345,7 +354,7 @@ impl Tx {
         sql: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyList>> {
-        self.run(py, sql, params)
+        self.rows(py, sql, params, false)
     }
 
     /// Runs one read-only statement and returns its rows as tuples.
@@ -356,18 +365,7 @@ impl Tx {
         sql: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyList>> {
-        let conn = self.conn()?;
-        let stmt = conn
-            .prepare(sql)
-            .map_err(|e| tenantdb_error(py, &TenantDbError::from(e)))?;
-        if !stmt.readonly() {
-            return Err(crate::errors::invalid_input(
-                py,
-                format!("query() runs read-only statements; use execute() for {sql:?}"),
-            ));
-        }
-        drop(stmt);
-        self.run(py, sql, params)
+        self.rows(py, sql, params, true)
     }
 
     /// Runs several statements separated by semicolons, without parameters.

@@ -64,11 +64,8 @@ fn allows(pre: &Preconditions, require: bool) -> impl Fn(Option<&Version>) -> bo
 fn refusal(e: FencedWriteError, pre: &Preconditions, require: bool) -> ApiError {
     match e {
         FencedWriteError::Fenced(f) => ApiError::Fenced(f),
-        FencedWriteError::Precondition { key, current } if require && pre.is_empty() => {
-            ApiError::PreconditionRequired { key, current }
-        }
         FencedWriteError::Precondition { key, current } => {
-            ApiError::PreconditionFailed { key, current }
+            crate::objects::refused(key, current, pre, require)
         }
         FencedWriteError::Fence(FenceError::Conflict { key, .. }) => ApiError::Conflict {
             message: format!(

@@ -1,6 +1,7 @@
 //! The `Idempotency-Key` request header (IETF httpapi draft "The
-//! Idempotency-Key HTTP Header Field") on the non-idempotent methods, POST
-//! and PATCH, built on the library's own idempotency primitive.
+//! Idempotency-Key HTTP Header Field") on the non-idempotent requests — POST,
+//! PATCH, and the snapshot publish `PUT /v1/snapshots/{name}` (which adds a
+//! version each time) — built on the library's own idempotency primitive.
 //!
 //! A client that got no answer, or `504 outcome_unknown`, sends the same
 //! request again with the same key and gets the original outcome, never a
@@ -18,17 +19,16 @@
 //! - When the outcome is unknown (504) or the store failed (5xx), the claim
 //!   is given up, so the retry runs the request again. That is safe because
 //!   the handlers derive their write identity from the key: PATCH's update
-//!   loop uses a write id and `POST /v1/db` a commit id computed from the
-//!   caller, the key and the fingerprint ([`IdempotentRequest`]), so the retry
-//!   finds the first request's change if it landed (and returns success
-//!   without applying it again), and otherwise the two can land at most once
-//!   between them.
-//! - Routes without a write identity of their own (a snapshot publish or
-//!   rollback without `If-Match`, a lease acquire, a claim) are protected
-//!   only while their answer is known: after an unknown outcome the retry
-//!   runs them again, so an unconditional publish or rollback can add one
-//!   more version with the same body. Publish with `If-Match: "<n>"` to make
-//!   the retry a 412 instead.
+//!   loop uses a write id, `POST /v1/db` a commit id, and a snapshot publish
+//!   or rollback a request id, computed from the caller, the key and the
+//!   fingerprint ([`IdempotentRequest`]), so the retry finds the first
+//!   request's change if it landed (and returns success without applying it
+//!   again: a publish or rollback answers 201 with the version the first
+//!   request created, with `Idempotent-Replayed: true`), and otherwise the
+//!   two can land at most once between them.
+//! - Routes without a write identity of their own (a lease acquire, a
+//!   claim) are protected only while their answer is known: after an
+//!   unknown outcome the retry runs them again.
 //! - The same key with a different request: **422** `idempotency_key_reused`.
 //!   A retry while the first request still runs: **409**
 //!   `idempotency_in_progress` with `Retry-After`. A claim whose request died
@@ -86,6 +86,23 @@ pub struct IdempotentRequest {
     pub write_id: String,
     /// A commit id for tenant databases (`TenantDbs::execute_once`).
     pub commit_id: String,
+    /// A request id for snapshot publishes and rollbacks
+    /// (`Snapshots::publish_once`, `Snapshots::rollback_once`).
+    pub publish_id: String,
+}
+
+/// Whether a request with `method` to `path` is one the middleware handles:
+/// every POST and PATCH (login among them, to refuse the header), and the
+/// snapshot publish `PUT /v1/snapshots/{name}`. `path` may be a concrete
+/// path or the route's template (for the OpenAPI document).
+pub fn takes_key(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::POST | Method::PATCH => true,
+        Method::PUT => path
+            .strip_prefix("/v1/snapshots/")
+            .is_some_and(|name| !name.is_empty() && !name.contains('/')),
+        _ => false,
+    }
 }
 
 /// The idempotency records of HTTP requests, for a server whose request
@@ -179,7 +196,7 @@ fn refused(status: StatusCode, kind: &'static str, message: String) -> ApiError 
 }
 
 /// The middleware; see the module docs. Requests without the header, and
-/// methods other than POST and PATCH, pass through untouched.
+/// requests that take none ([`takes_key`]), pass through untouched.
 pub async fn middleware(
     State(app): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
@@ -189,7 +206,7 @@ pub async fn middleware(
     let Some(value) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
-    if !matches!(*request.method(), Method::POST | Method::PATCH) {
+    if !takes_key(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     match handle(app, caller, value, request, next).await {
@@ -266,6 +283,7 @@ async fn handle(
     request.extensions_mut().insert(IdempotentRequest {
         write_id: identity[..12].to_string(),
         commit_id: format!("http-{}", &identity[..32]),
+        publish_id: format!("http-{}", &identity[..32]),
     });
     // Finish before the server's own timeout, so the claim is settled either way.
     let deadline = app.config().request_timeout.mul_f64(0.9);
@@ -345,6 +363,18 @@ fn replay(stored: serde_json::Value) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_patch_and_snapshot_publishes_take_keys() {
+        assert!(takes_key(&Method::POST, "/v1/db"));
+        assert!(takes_key(&Method::PATCH, "/v1/objects/a/b"));
+        assert!(takes_key(&Method::PUT, "/v1/snapshots/quotes"));
+        assert!(takes_key(&Method::PUT, "/v1/snapshots/{name}"));
+        assert!(!takes_key(&Method::PUT, "/v1/objects/a"));
+        assert!(!takes_key(&Method::PUT, "/v1/snapshots/"));
+        assert!(!takes_key(&Method::PUT, "/v1/snapshots/q/versions"));
+        assert!(!takes_key(&Method::GET, "/v1/snapshots/quotes"));
+    }
 
     #[test]
     fn keys_are_sf_strings_or_bare() {

@@ -84,6 +84,24 @@ async fn current_version(store: &dyn Store, key: &str) -> Result<Option<Version>
     }
 }
 
+/// The answer to a write refused at version `current`: **428** when the
+/// server requires a precondition and the request sent none (`require`),
+/// else **412**; both name the current version. Shared with the fenced
+/// writes ([`crate::fenced`]).
+pub fn refused(
+    key: impl Into<String>,
+    current: Option<Version>,
+    pre: &Preconditions,
+    require: bool,
+) -> ApiError {
+    let key = key.into();
+    if require && pre.is_empty() {
+        ApiError::PreconditionRequired { key, current }
+    } else {
+        ApiError::PreconditionFailed { key, current }
+    }
+}
+
 /// A 412 naming the current version (looked up when the store's conflict did not report it).
 async fn precondition_failed(store: &dyn Store, key: &str, actual: Option<Version>) -> ApiError {
     let current = match actual {
@@ -169,10 +187,7 @@ pub async fn write(
                 created: true,
             }),
             Err(Error::Conflict { actual, .. }) if require_precondition => {
-                Err(ApiError::PreconditionRequired {
-                    key: key.to_string(),
-                    current: actual,
-                })
+                Err(refused(key, actual, pre, require_precondition))
             }
             Err(Error::Conflict { .. }) => match put(Condition::Any, body).await {
                 Ok(version) => Ok(Written {
@@ -244,10 +259,7 @@ pub async fn remove(
 ) -> Result<(), ApiError> {
     if pre.is_empty() && require_precondition {
         return match current_version(store, key).await? {
-            Some(current) => Err(ApiError::PreconditionRequired {
-                key: key.to_string(),
-                current: Some(current),
-            }),
+            Some(current) => Err(refused(key, Some(current), pre, require_precondition)),
             None => Ok(()),
         };
     }

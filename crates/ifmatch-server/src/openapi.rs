@@ -190,7 +190,8 @@ impl Modify for CommonResponses {
 }
 
 /// Declares the optional `Idempotency-Key` header on every `/v1` POST and
-/// PATCH that accepts it (all but `POST /v1/sessions`), with its two answers
+/// PATCH that accepts it (all but `POST /v1/sessions`) and on the snapshot
+/// publish PUT ([`crate::idempotency_key::takes_key`]), with its two answers
 /// of its own: 409 `idempotency_in_progress` and 422 `idempotency_key_reused`
 /// (see [`crate::idempotency_key`]).
 struct IdempotencyKeyHeader;
@@ -218,7 +219,14 @@ impl Modify for IdempotencyKeyHeader {
             if !path.starts_with("/v1/") || path == "/v1/sessions" {
                 continue;
             }
-            for op in [&mut item.post, &mut item.patch].into_iter().flatten() {
+            let put = item
+                .put
+                .as_mut()
+                .filter(|_| crate::idempotency_key::takes_key(&http::Method::PUT, path));
+            for op in [item.post.as_mut(), item.patch.as_mut(), put]
+                .into_iter()
+                .flatten()
+            {
                 op.parameters
                     .get_or_insert_with(Vec::new)
                     .push(header.clone());

@@ -11,36 +11,19 @@ use ifmatch_server::{AppState, ServerConfig, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// An API Gateway HTTP API (payload v2) event.
+/// An API Gateway HTTP API (payload v2) event: the fixture shared with
+/// `deploy/aws/measure_init.py`, with this request.
 fn event(method: &str, path: &str, headers: Value, body: Option<&str>) -> String {
-    json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api-id",
-            "domainName": "id.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "id",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "192.0.2.1",
-                "userAgent": "test"
-            },
-            "requestId": "req-1",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "23/Nov/2026:00:00:00 +0000",
-            "timeEpoch": 0
-        },
-        "body": body,
-        "isBase64Encoded": false
-    })
-    .to_string()
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../../deploy/aws/api-gateway-v2-event.json"
+    ))
+    .expect("the event fixture is JSON");
+    event["rawPath"] = json!(path);
+    event["headers"] = headers;
+    event["body"] = json!(body);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event.to_string()
 }
 
 #[tokio::test]

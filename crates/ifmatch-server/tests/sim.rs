@@ -1,8 +1,10 @@
 //! The server under the whole fault model, deterministically: two servers
 //! (each with its own faulty connection to one shared store, as two Lambda
 //! instances would have) behind a round-robin "load balancer", and clients
-//! that send JSON-Patch appends (`PATCH /v1/objects/...`) and SQL inserts
-//! (`POST /v1/db`), each change with its own id.
+//! that send JSON-Patch appends (`PATCH /v1/objects/...`), SQL inserts
+//! (`POST /v1/db`) or snapshot publishes (`PUT /v1/snapshots/...`), each
+//! change with its own id. A publish answered `superseded` (200: a newer
+//! upload landed first) counts as refused: its body must not be published.
 //!
 //! With an `Idempotency-Key` a client retries every request that got no
 //! final answer (a 5xx, 504 `outcome_unknown`, 409 `idempotency_in_progress`,
@@ -31,6 +33,7 @@ use http::{Request, StatusCode};
 use ifmatch::clock::{SharedRng, SystemClock};
 use ifmatch::retry::RetryPolicy;
 use ifmatch::sim::{self, Ledger, Network, Stats, Told, Violation, Weather};
+use ifmatch::snapshot::{SnapshotError, Snapshots};
 use ifmatch::store::memory::MemoryStore;
 use ifmatch::store::prefix::PrefixStore;
 use ifmatch::store::{DynStore, PutOptions};
@@ -44,6 +47,7 @@ mod backends;
 
 const LIST: &str = "archive/CHG-1.json";
 const TENANT: &str = "flashcards";
+const SNAPSHOT: &str = "sim";
 const SERVERS: u64 = 2;
 /// How often a client with an `Idempotency-Key` tries one change at most,
 /// not counting the polls answered `idempotency_in_progress`.
@@ -57,6 +61,18 @@ const PATIENCE: Duration = Duration::from_secs(30 * 60);
 enum Work {
     Patch,
     Sql,
+    Publish,
+}
+
+impl Work {
+    /// Changes per client: a publisher sends one, so that every version
+    /// stays within the server's retained window (5) for the final read.
+    fn changes(self) -> u64 {
+        match self {
+            Work::Publish => 1,
+            Work::Patch | Work::Sql => 4,
+        }
+    }
 }
 
 struct Servers {
@@ -107,6 +123,12 @@ fn request(work: Work, id: &str, key: Option<&str>) -> Request<Body> {
                 {"sql": "INSERT INTO items(op) VALUES (?)", "params": [id]},
             ]}),
         ),
+        Work::Publish => (
+            "PUT",
+            format!("/v1/snapshots/{SNAPSHOT}"),
+            "application/octet-stream",
+            json!(id),
+        ),
     };
     let mut b = Request::builder()
         .method(method)
@@ -154,7 +176,7 @@ async fn run_on(
         // The client's own network: which answers it loses.
         let lossy = SharedRng::seeded(seed ^ (c + 1) << 52);
         tasks.push(tokio::spawn(async move {
-            for i in 0..4u64 {
+            for i in 0..work.changes() {
                 let id = format!("c{c}-{i}");
                 let key = with_key.then(|| format!("key-{id}"));
                 let mut told = (Told::Unknown, "no answer".to_string());
@@ -203,6 +225,10 @@ async fn run_on(
                     if with_key && lossy.unit() < 0.15 {
                         // The answer is lost on the way back: retry.
                         told = (Told::Unknown, format!("answer lost ({status})"));
+                    } else if status.is_success() && body["outcome"] == "superseded" {
+                        // Final, and not published.
+                        told = (Told::Failed, "superseded".into());
+                        break;
                     } else if status.is_success() {
                         told = (Told::Applied, String::new());
                         break;
@@ -296,6 +322,32 @@ async fn read_back(work: Work, inner: &DynStore) -> Result<Vec<String>, Violatio
                 Err(e) => Err(Violation(format!("final read of the tenant: {e}"))),
             }
         }
+        Work::Publish => {
+            let snapshots = Snapshots::new(inner.clone());
+            let versions = match snapshots.versions(SNAPSHOT).await {
+                Ok(v) => v,
+                Err(SnapshotError::NotFound { .. }) => return Ok(Vec::new()),
+                Err(e) => return Err(Violation(format!("final read of the versions: {e}"))),
+            };
+            let numbers: Vec<u64> = versions.iter().map(|v| v.version).collect();
+            let expected: Vec<u64> = (1..=numbers.len() as u64).rev().collect();
+            if numbers != expected {
+                return Err(Violation(format!(
+                    "versions {numbers:?}: not gap-free from 1 (or more than the window keeps)"
+                )));
+            }
+            let mut found = Vec::new();
+            for v in numbers.into_iter().rev() {
+                let snap = snapshots
+                    .get(SNAPSHOT, Some(v))
+                    .await
+                    .map_err(|e| Violation(format!("final read of version {v}: {e}")))?;
+                let id: String = serde_json::from_slice(&snap.body)
+                    .map_err(|e| Violation(format!("version {v} is not a change id: {e}")))?;
+                found.push(id);
+            }
+            Ok(found)
+        }
     }
 }
 
@@ -329,6 +381,24 @@ fn sql_inserts_without_keys_never_land_twice() {
     sim::run_all("sql_inserts_without_keys_never_land_twice", 80, |seed| {
         run(seed, Work::Sql, false)
     });
+}
+
+#[test]
+fn snapshot_publishes_with_idempotency_keys_land_exactly_once() {
+    sim::run_all(
+        "snapshot_publishes_with_idempotency_keys_land_exactly_once",
+        150,
+        |seed| run(seed, Work::Publish, true),
+    );
+}
+
+#[test]
+fn snapshot_publishes_without_keys_never_land_twice() {
+    sim::run_all(
+        "snapshot_publishes_without_keys_never_land_twice",
+        80,
+        |seed| run(seed, Work::Publish, false),
+    );
 }
 
 /// The scenarios with faults between the servers and the real test servers

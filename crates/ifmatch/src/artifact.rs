@@ -15,6 +15,9 @@
 //!   [`PublishOutcome::Superseded`]; one that loses to an earlier upload is
 //!   published on top of it (its precondition checked again first). The
 //!   build start the rules compare is when the upload reached this process.
+//!   [`publish_upload_once`] does the same at most once per caller-chosen
+//!   request id ([`Snapshots::publish_once`]), so an upload repeated after a
+//!   lost answer is answered with the version the first one created.
 //! - [`latest_unless`] reads the current version's record (one GET of the
 //!   head) and downloads the body only when the caller's `fresh` check says
 //!   its copy is stale, so a poller whose copy is current costs one small
@@ -99,18 +102,51 @@ pub async fn publish_upload<P>(
 where
     P: Fn(Option<u64>) -> bool,
 {
-    let result = snapshots
-        .publish(name, |ctx| {
-            let out = if precondition(ctx.previous) {
-                Ok(body.clone())
-            } else {
-                Err(Box::new(BaseMoved {
-                    current: ctx.previous,
-                }) as BoxError)
-            };
-            std::future::ready(out)
-        })
-        .await;
+    upload(snapshots, name, None, body, precondition).await
+}
+
+/// [`publish_upload`], at most once per `request_id` (see
+/// [`Snapshots::publish_once`]): when the upload with this id already
+/// landed, the answer is its version ([`crate::snapshot::Published::replayed`]),
+/// checked before the precondition, which that version may since have
+/// changed.
+pub async fn publish_upload_once<P>(
+    snapshots: &Snapshots,
+    name: &str,
+    request_id: &str,
+    body: Bytes,
+    precondition: P,
+) -> Result<PublishOutcome, ArtifactError>
+where
+    P: Fn(Option<u64>) -> bool,
+{
+    upload(snapshots, name, Some(request_id), body, precondition).await
+}
+
+async fn upload<P>(
+    snapshots: &Snapshots,
+    name: &str,
+    request_id: Option<&str>,
+    body: Bytes,
+    precondition: P,
+) -> Result<PublishOutcome, ArtifactError>
+where
+    P: Fn(Option<u64>) -> bool,
+{
+    let build = |ctx: crate::snapshot::BuildContext| {
+        let out = if precondition(ctx.previous) {
+            Ok(body.clone())
+        } else {
+            Err(Box::new(BaseMoved {
+                current: ctx.previous,
+            }) as BoxError)
+        };
+        std::future::ready(out)
+    };
+    let result = match request_id {
+        Some(id) => snapshots.publish_once(name, id, build).await,
+        None => snapshots.publish(name, build).await,
+    };
     match result {
         Ok(outcome) => Ok(outcome),
         Err(SnapshotError::Build { name, source }) => match source.downcast::<BaseMoved>() {

@@ -13,6 +13,12 @@
 //! | POST | `/v1/snapshots/{name}/build` | take the build lease (`{"ttl", "wait"}` as for leases): **201** with the lease, **200** superseded when the builder waited for published a build started after this request, **409** `lease_held` |
 //! | DELETE | `/v1/snapshots/{name}/build` | give the build lease back (`Lease-Owner`) |
 //!
+//! A publish (`PUT`) or rollback sent with an `Idempotency-Key` lands at
+//! most once however often it is retried, even after `504 outcome_unknown`:
+//! its request id derives from the key ([`crate::idempotency_key`]), and a
+//! retry whose first request landed is answered 201 with that request's
+//! version and `Idempotent-Replayed: true`.
+//!
 //! Names are 1–128 characters of `A-Z a-z 0-9 . _ -`. The build lease is the
 //! lease [`ifmatch::snapshot::LeaseBuildGuard`] takes, so HTTP builders and
 //! Rust publishers coalesce their rebuilds; it is an optimisation, never
@@ -23,7 +29,7 @@
 //! ([`crate::auth::Caller::own_prefix`]), apart from everyone else's.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Extension, FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::header::{CONTENT_TYPE, ETAG};
@@ -39,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, snapshot_version};
+use crate::idempotency_key::{IdempotentRequest, REPLAYED};
 use crate::precondition::{Preconditions, Verdict, etag_for};
 use crate::routes::extract::{Body, JsonBody, required_header};
 use crate::routes::leases::{AcquireRequest, LeaseBody, OWNER_HEADER};
@@ -223,7 +230,12 @@ fn published(name: &str, p: &Published) -> Response {
         etag: etag(v),
         rolled_back_from: p.info.rolled_back_from,
     };
-    (StatusCode::CREATED, [(ETAG, etag_header(v))], Json(body)).into_response()
+    let mut r = (StatusCode::CREATED, [(ETAG, etag_header(v))], Json(body)).into_response();
+    if p.replayed {
+        r.headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    r
 }
 
 fn superseded(name: &str, by: u64) -> Response {
@@ -259,7 +271,7 @@ fn snapshot_response(s: Snapshot) -> Response {
     ),
     request_body(content = Vec<u8>, description = "The artifact", content_type = "application/octet-stream"),
     responses(
-        (status = 201, description = "Published as the new current version (`ETag`: its version)", body = PublishBody),
+        (status = 201, description = "Published as the new current version (`ETag`: its version); with `Idempotent-Replayed: true`, an earlier request with the same `Idempotency-Key` published it", body = PublishBody),
         (status = 200, description = "Superseded: a build that reached the server later landed first; this body was not needed", body = PublishBody),
         (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 409, description = "Other publishers kept winning (`conflict`)", body = ErrorBody),
@@ -271,15 +283,21 @@ pub async fn publish_snapshot(
     State(app): State<AppState>,
     caller: Caller,
     SnapshotName(name): SnapshotName,
+    idempotent: Option<Extension<IdempotentRequest>>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let snaps = snapshots(&app, &caller)?;
     let pre = Preconditions::from_headers(&headers)?;
-    let outcome = artifact::publish_upload(&snaps, &name, body, |current| {
+    let precondition = |current: Option<u64>| {
         pre.evaluate(current.map(snapshot_version).as_ref(), false) == Verdict::Proceed
-    })
-    .await?;
+    };
+    let outcome = match &idempotent {
+        Some(Extension(i)) => {
+            artifact::publish_upload_once(&snaps, &name, &i.publish_id, body, precondition).await
+        }
+        None => artifact::publish_upload(&snaps, &name, body, precondition).await,
+    }?;
     Ok(match outcome {
         PublishOutcome::Published(p) => published(&name, &p),
         PublishOutcome::Superseded { by, .. } => superseded(&name, by),
@@ -392,7 +410,7 @@ pub async fn get_version(
     params(("name" = inline(SnapshotNameParam), Path, description = "The snapshot name")),
     request_body(content = RollbackRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Republished as the new current version", body = PublishBody),
+        (status = 201, description = "Republished as the new current version; with `Idempotent-Replayed: true`, an earlier request with the same `Idempotency-Key` republished it", body = PublishBody),
         (status = 403, description = "Outside the caller's scope (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such snapshot, or the version is not retained (`not_found`)", body = ErrorBody),
         (status = 409, description = "Other publishers kept winning (`conflict`)", body = ErrorBody),
@@ -403,11 +421,14 @@ pub async fn rollback_snapshot(
     State(app): State<AppState>,
     caller: Caller,
     SnapshotName(name): SnapshotName,
+    idempotent: Option<Extension<IdempotentRequest>>,
     JsonBody(req): JsonBody<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let p = snapshots(&app, &caller)?
-        .rollback(&name, req.version)
-        .await?;
+    let snaps = snapshots(&app, &caller)?;
+    let p = match &idempotent {
+        Some(Extension(i)) => snaps.rollback_once(&name, req.version, &i.publish_id).await,
+        None => snaps.rollback(&name, req.version).await,
+    }?;
     Ok(published(&name, &p))
 }
 

@@ -1,12 +1,17 @@
-//! The `Idempotency-Key` header on POST and PATCH: a retry with the same key
-//! gets the first answer and applies nothing twice; the same key with a
-//! different request is refused; malformed keys are refused; keys are per
-//! caller. (The retries after lost answers, dropped connections and unknown
-//! outcomes are exercised under the whole fault model in `tests/sim.rs`.)
+//! The `Idempotency-Key` header on POST, PATCH and snapshot publishes: a
+//! retry with the same key gets the first answer and applies nothing twice,
+//! also after `504 outcome_unknown`; the same key with a different request
+//! is refused; malformed keys are refused; keys are per caller. (The retries
+//! after lost answers, dropped connections and unknown outcomes are
+//! exercised under the whole fault model in `tests/sim.rs`.)
 
+use std::sync::Arc;
+
+use ifmatch::store::memory::MemoryStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::lost_answer::LostAnswer;
 use crate::{Server, json};
 
 const LIST: &str = "/v1/objects/archive/CHG-7.json";
@@ -160,4 +165,92 @@ async fn keys_belong_to_their_caller() {
         assert!(r.headers().get("idempotent-replayed").is_none());
     }
     s.shutdown().await;
+}
+
+/// A snapshot publish (PUT) and a rollback whose head write landed but whose
+/// answer was lost, with the store failing after it: the server cannot tell
+/// and answers `504 outcome_unknown`. Retried with the same key they are
+/// answered 201 with the version the first request created
+/// (`Idempotent-Replayed: true`), and exactly one new version exists.
+#[tokio::test]
+async fn snapshot_publishes_and_rollbacks_retried_after_an_unknown_outcome_land_once() {
+    for rollback in [false, true] {
+        let store = Arc::new(LostAnswer::new(
+            Arc::new(MemoryStore::new()),
+            "snapshots/",
+            "/head",
+        ));
+        let s = Server::start_on(store.clone(), |_| {}).await;
+        let publish = |body: &'static str| s.op(Method::PUT, "/v1/snapshots/quotes").body(body);
+        let before = if rollback {
+            // Two versions to roll back over, with every answer delivered.
+            store.restore();
+            for body in ["one", "two"] {
+                assert_eq!(publish(body).send().await.unwrap().status(), 201);
+            }
+            store.arm();
+            2
+        } else {
+            0
+        };
+        let send = || {
+            let b = if rollback {
+                s.op(Method::POST, "/v1/snapshots/quotes/rollback")
+                    .json(&json!({"version": 1}))
+            } else {
+                publish("the artifact")
+            };
+            b.header("idempotency-key", "\"publish-1\"")
+        };
+        let (st, body) = json(send().send().await.unwrap()).await;
+        assert_eq!(
+            (st, body["error"].as_str()),
+            (504, Some("outcome_unknown")),
+            "{body}"
+        );
+        assert_eq!(store.lost(), 1, "the head write's answer was lost");
+        store.restore();
+
+        let r = send().send().await.unwrap();
+        assert_eq!(
+            r.headers()
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
+        let (st, body) = json(r).await;
+        assert_eq!(st, 201, "rollback {rollback}: {body}");
+        assert_eq!(body["version"], before + 1, "{body}");
+        // And again: the stored answer.
+        let (st, again) = json(send().send().await.unwrap()).await;
+        assert_eq!((st, &again), (201, &body));
+
+        let (st, versions) = json(
+            s.op(Method::GET, "/v1/snapshots/quotes/versions")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let numbers: Vec<u64> = versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (1..=before + 1).rev().collect();
+        assert_eq!(
+            numbers, expected,
+            "rollback {rollback}: exactly one new version"
+        );
+        let r = s
+            .op(Method::GET, "/v1/snapshots/quotes")
+            .send()
+            .await
+            .unwrap();
+        let want = if rollback { "one" } else { "the artifact" };
+        assert_eq!(r.text().await.unwrap(), want);
+        s.shutdown().await;
+    }
 }

@@ -15,6 +15,8 @@ mod identity;
 mod inspect;
 mod leases;
 mod listing;
+#[path = "../../../ifmatch/tests/common/lost_answer.rs"]
+mod lost_answer;
 mod snapshots;
 mod users;
 

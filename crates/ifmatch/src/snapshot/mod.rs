@@ -37,13 +37,19 @@
 //! The last [`SnapshotConfig::keep`] versions are kept; [`Snapshots::rollback`]
 //! republishes one of them as a new version n+1.
 //!
+//! A publish or rollback that must not land twice when repeated (a retry
+//! after a lost answer or an [`SnapshotError::Ambiguous`]) takes a
+//! caller-chosen request id: [`Snapshots::publish_once`],
+//! [`Snapshots::rollback_once`]. The repeat is answered with the version the
+//! first request created ([`Published::replayed`]) instead of adding one.
+//!
 //! ## Storage layout
 //!
 //! Under a prefix (default `snapshots`), for a snapshot named `NAME`:
 //!
 //! | key | what | written with |
 //! |---|---|---|
-//! | `snapshots/NAME/head` | the head record: JSON with the retained versions, newest (current) first: version, body key, size, build start, publish time, publish id, rollback origin | `If-Match` on the previous head (`If-None-Match: *` for the first): **the commit point** |
+//! | `snapshots/NAME/head` | the head record: JSON with the retained versions, newest (current) first: version, body key, size, build start, publish time, publish id, rollback origin, request id; and the last [`REQUEST_HISTORY`] versions created with a request id before those | `If-Match` on the previous head (`If-None-Match: *` for the first): **the commit point** |
 //! | `snapshots/NAME/v/000000000042-<publish id>` | the immutable body of version 42 | `If-None-Match: *`, before the head flips |
 //! | `snapshots/NAME/building` | the [`StoreBuildGuard`] marker, while a guarded build runs | `If-None-Match: *`, takeover with `If-Match`, removed with a conditional delete |
 //!
@@ -133,6 +139,13 @@ pub const MAX_NAME_LEN: usize = 128;
 
 const HEAD_FORMAT: u32 = 1;
 
+/// How many versions created with a request id the head remembers beyond
+/// the retained window (see [`Snapshots::publish_once`]).
+pub const REQUEST_HISTORY: usize = 32;
+
+/// The longest request id accepted by [`Snapshots::publish_once`] and [`Snapshots::rollback_once`].
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
@@ -146,6 +159,14 @@ pub enum SnapshotError {
     InvalidName {
         /// The rejected name.
         name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request id is not valid (1–128 printable ASCII characters).
+    #[error("invalid snapshot request id {id:?}: {reason}")]
+    InvalidRequestId {
+        /// The rejected id (at most its first 80 characters).
+        id: String,
         /// Why.
         reason: String,
     },
@@ -231,7 +252,9 @@ impl SnapshotError {
     /// The classification, for exit codes and HTTP statuses.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SnapshotError::InvalidName { .. } => ErrorKind::Invalid,
+            SnapshotError::InvalidName { .. } | SnapshotError::InvalidRequestId { .. } => {
+                ErrorKind::Invalid
+            }
             SnapshotError::NotFound { .. } | SnapshotError::VersionNotRetained { .. } => {
                 ErrorKind::NotFound
             }
@@ -277,6 +300,20 @@ pub fn validate_name(name: &str) -> SResult<()> {
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
         return bad("a snapshot name may only contain A-Z, a-z, 0-9, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Checks a request id: 1–128 printable ASCII characters.
+fn validate_request_id(id: &str) -> SResult<()> {
+    if id.is_empty()
+        || id.len() > MAX_REQUEST_ID_LEN
+        || !id.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(SnapshotError::InvalidRequestId {
+            id: id.chars().take(80).collect(),
+            reason: format!("a request id is 1 to {MAX_REQUEST_ID_LEN} printable ASCII characters"),
+        });
     }
     Ok(())
 }
@@ -343,6 +380,11 @@ pub struct VersionInfo {
     /// For a rollback: the version whose content this version republishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<u64>,
+    /// The caller-chosen request id of the publish or rollback that created
+    /// this version ([`Snapshots::publish_once`], [`Snapshots::rollback_once`]),
+    /// by which a repeated request is recognised as already landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl VersionInfo {
@@ -362,12 +404,50 @@ struct HeadRecord {
     format: u32,
     name: String,
     versions: Vec<VersionInfo>,
+    /// Versions created with a request id that fell out of `versions`, newest
+    /// first, at most [`REQUEST_HISTORY`]: a repeated request is still
+    /// recognised after its version is no longer retained. (Older builds
+    /// ignore the field; a head they write forgets these entries.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    requests: Vec<VersionInfo>,
 }
 
 impl HeadRecord {
     fn current(&self) -> &VersionInfo {
         // Never empty: `parse` rejects an empty list and `publish` always adds one.
         &self.versions[0]
+    }
+
+    /// The retained versions, then the remembered requests: every version this head knows.
+    fn known(&self) -> impl Iterator<Item = &VersionInfo> {
+        self.versions.iter().chain(&self.requests)
+    }
+
+    /// The version that request `id` created, if this head knows it.
+    fn created_by(&self, id: &str) -> Option<&VersionInfo> {
+        self.known().find(|i| i.request_id.as_deref() == Some(id))
+    }
+
+    /// The head that follows this one (`None`: the first) when `info` is
+    /// committed, keeping `keep` versions and moving the request ids of the
+    /// versions that fall out of the window into the request history.
+    fn next(base: Option<&HeadRecord>, name: &str, info: VersionInfo, keep: usize) -> HeadRecord {
+        let mut versions = Vec::with_capacity(keep);
+        versions.push(info);
+        let mut requests = Vec::new();
+        if let Some(b) = base {
+            let mut older = b.versions.iter().cloned();
+            versions.extend(older.by_ref().take(keep.saturating_sub(1)));
+            requests.extend(older.filter(|i| i.request_id.is_some()));
+            requests.extend(b.requests.iter().cloned());
+            requests.truncate(REQUEST_HISTORY);
+        }
+        HeadRecord {
+            format: HEAD_FORMAT,
+            name: name.to_string(),
+            versions,
+            requests,
+        }
     }
 
     fn parse(keys: &Keys, obj: &Object) -> SResult<HeadRecord> {
@@ -537,6 +617,9 @@ pub struct SnapshotMetrics {
     pub guard_waits: AtomicU64,
     /// Rollbacks that landed (also counted in `published`).
     pub rollbacks: AtomicU64,
+    /// Repeated requests answered with the version their request id created
+    /// (not counted in `published`).
+    pub replayed: AtomicU64,
     /// Old or orphaned bodies deleted.
     pub pruned: AtomicU64,
     /// Deletions of old bodies that failed (retried by the next publish).
@@ -560,6 +643,7 @@ impl SnapshotMetrics {
             ("bytes_last", g(&self.bytes_last)),
             ("guard_waits", g(&self.guard_waits)),
             ("rollbacks", g(&self.rollbacks)),
+            ("replayed", g(&self.replayed)),
             ("pruned", g(&self.pruned)),
             ("prune_errors", g(&self.prune_errors)),
         ])
@@ -609,6 +693,50 @@ mod tests {
         assert_eq!(k.body_version("snapshots/quotes/head"), None);
         let top = Keys::new("", "q").unwrap();
         assert_eq!(top.head, "q/head");
+    }
+
+    #[test]
+    fn request_ids_outlive_the_retained_window_up_to_the_history() {
+        let info = |version: u64, id: Option<&str>| VersionInfo {
+            version,
+            body_key: format!("b{version}"),
+            size: 0,
+            build_started_ms: 0,
+            published_ms: 0,
+            publish_id: format!("p{version}"),
+            rolled_back_from: None,
+            request_id: id.map(str::to_string),
+        };
+        let mut head = HeadRecord::next(None, "q", info(1, Some("r1")), 2);
+        head = HeadRecord::next(Some(&head), "q", info(2, None), 2);
+        head = HeadRecord::next(Some(&head), "q", info(3, Some("r3")), 2);
+        // Version 1 left the window (keep 2) but its request id is remembered;
+        // version 2 had none.
+        let versions = |h: &HeadRecord| h.versions.iter().map(|i| i.version).collect::<Vec<_>>();
+        assert_eq!(versions(&head), vec![3, 2]);
+        assert_eq!(head.requests.len(), 1);
+        assert_eq!(head.created_by("r1").map(|i| i.version), Some(1));
+        assert_eq!(head.created_by("r3").map(|i| i.version), Some(3));
+        assert_eq!(head.created_by("r2"), None);
+        for v in 4..=(REQUEST_HISTORY as u64 + 10) {
+            head = HeadRecord::next(Some(&head), "q", info(v, Some(&format!("r{v}"))), 2);
+        }
+        assert_eq!(head.requests.len(), REQUEST_HISTORY);
+        assert_eq!(head.created_by("r1"), None, "the oldest id was forgotten");
+        let last = REQUEST_HISTORY as u64 + 10;
+        assert!(
+            head.created_by(&format!("r{}", last - 1 - REQUEST_HISTORY as u64))
+                .is_some()
+        );
+        // The field is left out when empty, and optional when read.
+        let plain = HeadRecord::next(None, "q", info(1, None), 2);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("requests") && !json.contains("request_id"),
+            "{json}"
+        );
+        let back: HeadRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.requests.is_empty());
     }
 
     #[test]

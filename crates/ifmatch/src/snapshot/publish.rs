@@ -4,6 +4,23 @@
 //! back to a retained version, resolves lost responses by re-reading the
 //! head, and deletes bodies that fell out of the retained window or can never
 //! be committed.
+//!
+//! ## Repeated requests
+//!
+//! A publish or rollback given a caller-chosen **request id**
+//! ([`Snapshots::publish_once`], [`Snapshots::rollback_once`]) lands at most
+//! once however often it is repeated: the id is recorded in the version it
+//! creates, and a request that finds its id in the head (before building,
+//! and after every lost head write) answers with that version
+//! ([`Published::replayed`]) instead of adding another. So a caller whose
+//! answer was lost, or that got [`SnapshotError::Ambiguous`], repeats the
+//! request with the same id and learns the outcome: the first request's
+//! version, or a new one if the first never landed (all head writes are
+//! conditional on the head they follow, so the first can no longer land
+//! once the head has moved past its base). The head remembers the ids of
+//! the retained versions and of the last [`REQUEST_HISTORY`] versions
+//! created with an id before them; a repeat that comes after more requests
+//! than that publishes again.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -15,11 +32,13 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+#[cfg(doc)]
+use super::REQUEST_HISTORY;
 use super::{
-    BuildGuard, GuardTicket, HEAD_FORMAT, Head, HeadRecord, JsonSnapshotReader, Keys,
-    META_BUILD_STARTED, META_PUBLISH_ID, META_ROLLED_BACK_FROM, META_VERSION, SResult, Snapshot,
-    SnapshotConfig, SnapshotError, SnapshotMetrics, SnapshotReader, VersionInfo, check_body, inc,
-    ms,
+    BuildGuard, GuardTicket, Head, HeadRecord, JsonSnapshotReader, Keys, META_BUILD_STARTED,
+    META_PUBLISH_ID, META_ROLLED_BACK_FROM, META_VERSION, SResult, Snapshot, SnapshotConfig,
+    SnapshotError, SnapshotMetrics, SnapshotReader, VersionInfo, check_body, inc, ms,
+    validate_request_id,
 };
 use crate::ErrorKind;
 use crate::clock::DynClock;
@@ -50,6 +69,9 @@ pub struct Published {
     pub attempts: u32,
     /// Conflicts met on the way.
     pub conflicts: u32,
+    /// True when this request's id was found in the head: an earlier request
+    /// with the same id created this version, and nothing new was published.
+    pub replayed: bool,
 }
 
 impl Published {
@@ -163,7 +185,40 @@ impl Snapshots {
     /// runs once per attempt, so it may run several times (each time for a
     /// new version number), or not at all when a guarded build by another
     /// worker answers the request. A build error stops the publish.
-    pub async fn publish<F, Fut>(&self, name: &str, mut build: F) -> SResult<PublishOutcome>
+    pub async fn publish<F, Fut>(&self, name: &str, build: F) -> SResult<PublishOutcome>
+    where
+        F: FnMut(BuildContext) -> Fut,
+        Fut: Future<Output = Result<Bytes, BoxError>>,
+    {
+        self.publish_with(name, None, build).await
+    }
+
+    /// [`Snapshots::publish`], at most once per `request_id` (1–128 printable
+    /// ASCII characters, chosen by the caller): when a version created with
+    /// this id is found in the head, that version is the answer
+    /// ([`Published::replayed`]) and nothing is built or published; see
+    /// "Repeated requests" in the module docs. A request that finds its id
+    /// is never answered `Superseded`.
+    pub async fn publish_once<F, Fut>(
+        &self,
+        name: &str,
+        request_id: &str,
+        build: F,
+    ) -> SResult<PublishOutcome>
+    where
+        F: FnMut(BuildContext) -> Fut,
+        Fut: Future<Output = Result<Bytes, BoxError>>,
+    {
+        validate_request_id(request_id)?;
+        self.publish_with(name, Some(request_id), build).await
+    }
+
+    async fn publish_with<F, Fut>(
+        &self,
+        name: &str,
+        request_id: Option<&str>,
+        mut build: F,
+    ) -> SResult<PublishOutcome>
     where
         F: FnMut(BuildContext) -> Fut,
         Fut: Future<Output = Result<Bytes, BoxError>>,
@@ -175,6 +230,16 @@ impl Snapshots {
             Some(guard) => match self.take_turn(guard.as_ref(), &keys, asked_ms).await {
                 Ok(Turn::Build(t)) => t,
                 Ok(Turn::Superseded(by)) => {
+                    // What superseded us may be our own earlier request.
+                    if let Some(id) = request_id {
+                        let head = self
+                            .read_head(&keys)
+                            .await
+                            .inspect_err(|_| inc(&self.metrics.failed))?;
+                        if let Some(p) = replay(head.as_ref(), id, 0, 0) {
+                            return Ok(PublishOutcome::Published(self.replayed(&keys, p)));
+                        }
+                    }
                     inc(&self.metrics.superseded);
                     info!(
                         snapshot = name,
@@ -192,7 +257,9 @@ impl Snapshots {
                 }
             },
         };
-        let result = self.commit_loop(&keys, None, true, &mut build).await;
+        let result = self
+            .commit_loop(&keys, None, request_id, true, &mut build)
+            .await;
         if let (Some(guard), Some(ticket)) = (&self.config.guard, ticket)
             && let Err(e) = guard.release(name, ticket).await
         {
@@ -206,8 +273,32 @@ impl Snapshots {
     /// (with [`VersionInfo::rolled_back_from`] set). Retries on conflict; a
     /// rollback is never superseded.
     pub async fn rollback(&self, name: &str, version: u64) -> SResult<Published> {
-        let result = self.rollback_inner(name, version).await;
+        self.rollback_with(name, version, None).await
+    }
+
+    /// [`Snapshots::rollback`], at most once per `request_id` (as for
+    /// [`Snapshots::publish_once`]): when a version created with this id is
+    /// found in the head, that version is the answer
+    /// ([`Published::replayed`]), even if `version` is no longer retained.
+    pub async fn rollback_once(
+        &self,
+        name: &str,
+        version: u64,
+        request_id: &str,
+    ) -> SResult<Published> {
+        validate_request_id(request_id)?;
+        self.rollback_with(name, version, Some(request_id)).await
+    }
+
+    async fn rollback_with(
+        &self,
+        name: &str,
+        version: u64,
+        request_id: Option<&str>,
+    ) -> SResult<Published> {
+        let result = self.rollback_inner(name, version, request_id).await;
         match &result {
+            Ok(p) if p.replayed => {}
             Ok(_) => {
                 inc(&self.metrics.published);
                 inc(&self.metrics.rollbacks);
@@ -217,8 +308,20 @@ impl Snapshots {
         result
     }
 
-    async fn rollback_inner(&self, name: &str, version: u64) -> SResult<Published> {
+    async fn rollback_inner(
+        &self,
+        name: &str,
+        version: u64,
+        request_id: Option<&str>,
+    ) -> SResult<Published> {
         let keys = self.keys(name)?;
+        // Look for our earlier request first: the version it rolled back
+        // from may have been pruned since.
+        if let Some(id) = request_id
+            && let Some(p) = replay(self.read_head(&keys).await?.as_ref(), id, 0, 0)
+        {
+            return Ok(self.replayed(&keys, p));
+        }
         let old = self.get(name, Some(version)).await?;
         let body = old.body;
         let mut build = |_ctx: BuildContext| {
@@ -226,9 +329,10 @@ impl Snapshots {
             async move { Ok::<Bytes, BoxError>(body) }
         };
         match self
-            .commit_loop(&keys, Some(version), false, &mut build)
+            .commit_loop(&keys, Some(version), request_id, false, &mut build)
             .await?
         {
+            PublishOutcome::Published(p) if p.replayed => Ok(p),
             PublishOutcome::Published(p) => {
                 info!(
                     snapshot = name,
@@ -327,6 +431,7 @@ impl Snapshots {
 
     fn count(&self, result: &SResult<PublishOutcome>) {
         match result {
+            Ok(PublishOutcome::Published(p)) if p.replayed => {}
             Ok(PublishOutcome::Published(_)) => inc(&self.metrics.published),
             Ok(PublishOutcome::Superseded { .. }) => inc(&self.metrics.superseded),
             Err(_) => inc(&self.metrics.failed),
@@ -447,6 +552,7 @@ impl Snapshots {
         &self,
         keys: &Keys,
         rolled_back_from: Option<u64>,
+        request_id: Option<&str>,
         may_supersede: bool,
         build: &mut F,
     ) -> SResult<PublishOutcome>
@@ -463,6 +569,11 @@ impl Snapshots {
             attempts.begin();
             inc(&self.metrics.attempts);
             let base = self.read_head(keys).await?;
+            if let Some(id) = request_id
+                && let Some(p) = replay(base.as_ref(), id, attempts.made(), conflicts)
+            {
+                return Ok(PublishOutcome::Published(self.replayed(keys, p)));
+            }
             let previous = base.as_ref().map(|h| h.record.current().version);
             let version = previous.unwrap_or(0) + 1;
 
@@ -504,21 +615,18 @@ impl Snapshots {
                 published_ms: 0,
                 publish_id,
                 rolled_back_from,
+                request_id: request_id.map(str::to_string),
             };
             self.write_body(&info, body).await?;
 
             let mut info = info;
             info.published_ms = clock.now_ms();
-            let mut versions = Vec::with_capacity(self.config.keep);
-            versions.push(info.clone());
-            if let Some(h) = &base {
-                versions.extend(h.record.versions.iter().take(self.config.keep - 1).cloned());
-            }
-            let record = HeadRecord {
-                format: HEAD_FORMAT,
-                name: name.to_string(),
-                versions,
-            };
+            let record = HeadRecord::next(
+                base.as_ref().map(|h| &h.record),
+                name,
+                info.clone(),
+                self.config.keep,
+            );
             let condition = match &base {
                 Some(h) => Condition::Matches(h.version.clone()),
                 None => Condition::Absent,
@@ -545,6 +653,7 @@ impl Snapshots {
                         info,
                         attempts: attempts.made(),
                         conflicts,
+                        replayed: false,
                     }));
                 }
                 Ok(Flip::Lost(err)) => {
@@ -553,6 +662,12 @@ impl Snapshots {
                     // Our body can never be committed now: remove it.
                     self.delete_body(&info.body_key).await;
                     let winner = self.read_head(keys).await?;
+                    // The winner may be our own earlier request.
+                    if let Some(id) = request_id
+                        && let Some(p) = replay(winner.as_ref(), id, attempts.made(), conflicts)
+                    {
+                        return Ok(PublishOutcome::Published(self.replayed(keys, p)));
+                    }
                     if may_supersede && let Some(w) = &winner {
                         let cur = w.record.current();
                         if cur.build_started_ms >= started_ms {
@@ -695,8 +810,8 @@ impl Snapshots {
                 Err(e) => return Err(e),
             };
             match now.as_ref().map(|h| {
-                let retained = h.record.versions.iter().find(|i| i.version == ours.version);
-                (h, retained)
+                let known = h.record.known().find(|i| i.version == ours.version);
+                (h, known)
             }) {
                 Some((h, Some(i))) if i.publish_id == ours.publish_id => {
                     return Ok(Flip::Landed {
@@ -722,6 +837,17 @@ impl Snapshots {
                 return Err(ambiguous());
             }
         }
+    }
+
+    /// Logs and counts a repeated request answered from the head.
+    fn replayed(&self, keys: &Keys, p: Published) -> Published {
+        inc(&self.metrics.replayed);
+        info!(
+            snapshot = keys.name,
+            version = p.info.version,
+            "this request already landed; answering with its version"
+        );
+        p
     }
 
     async fn delete_body(&self, key: &str) {
@@ -768,4 +894,15 @@ impl Snapshots {
             }
         }
     }
+}
+
+/// The version request `id` created, if `head` knows it, as the answer to a repeat.
+fn replay(head: Option<&Head>, id: &str, attempts: u32, conflicts: u32) -> Option<Published> {
+    let info = head?.record.created_by(id)?.clone();
+    Some(Published {
+        info,
+        attempts,
+        conflicts,
+        replayed: true,
+    })
 }

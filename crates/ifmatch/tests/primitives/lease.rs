@@ -55,20 +55,67 @@ struct Tenure {
     released_at: SystemTime,
 }
 
-/// `contenders` workers take the lease (for `ttl`) `rounds` times each;
-/// returns every tenure.
-async fn contend(
-    store: DynStore,
-    clock: &DynClock,
+/// How long a contender waits for the lease at most (clock time).
+const ACQUIRE_WAIT: Duration = Duration::from_secs(3600);
+
+/// The shape of a contention test: `contenders` workers take the lease (for
+/// `ttl`) `rounds` times each, polling about every `poll` while they wait.
+#[derive(Clone, Copy, Debug)]
+struct Contention {
     contenders: usize,
     rounds: usize,
     ttl: Duration,
-) -> Vec<Tenure> {
+    poll: Duration,
+}
+
+impl Contention {
+    /// On tokio's paused clock (or the system clock): a 10 s TTL, polls every 100 ms.
+    fn paused(contenders: usize, rounds: usize) -> Self {
+        Contention {
+            contenders,
+            rounds,
+            ttl: Duration::from_secs(10),
+            poll: Duration::from_millis(100),
+        }
+    }
+
+    /// On a [`ManualClock`], which only sleepers move: every waiter's poll
+    /// nap moves the clock shared by all, at once, however fast the store
+    /// answers. How many naps a tenure (or the whole test) costs depends on
+    /// the store's speed in real time — under machine load a write (an
+    /// fsync) can take as long as dozens of reads — so naps are made short
+    /// ([`MANUAL_CLOCK_POLL`]): the wait budget ([`ACQUIRE_WAIT`]) and the
+    /// TTL ([`MANUAL_CLOCK_TTL`]) then last a hundred times more polls than
+    /// with 100 ms naps, and load cannot exhaust them. (The number of polls
+    /// in real time is the same either way: a manual-clock nap only yields.)
+    fn manual(contenders: usize, rounds: usize) -> Self {
+        Contention {
+            contenders,
+            rounds,
+            ttl: MANUAL_CLOCK_TTL,
+            poll: MANUAL_CLOCK_POLL,
+        }
+    }
+}
+
+/// The poll interval of waiters on a [`ManualClock`] (see [`Contention::manual`]).
+const MANUAL_CLOCK_POLL: Duration = Duration::from_millis(1);
+
+/// The contenders of `shape` take the lease; returns every tenure. Prints
+/// how long that took, and how much of the wait budget the clock used.
+async fn contend(store: DynStore, clock: &DynClock, shape: Contention) -> Vec<Tenure> {
+    let (t0, c0) = (std::time::Instant::now(), clock.now());
+    let Contention {
+        contenders,
+        rounds,
+        ttl,
+        poll,
+    } = shape;
     let history = Arc::new(Mutex::new(Vec::<Tenure>::new()));
     let holding = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..contenders {
-        let l = leases(&store, clock, 1000 + c as u64, &format!("c{c}"));
+        let l = leases(&store, clock, 1000 + c as u64, &format!("c{c}")).with_poll_interval(poll);
         let clock = clock.clone();
         let history = history.clone();
         let holding = holding.clone();
@@ -76,7 +123,7 @@ async fn contend(
         tasks.push(tokio::spawn(async move {
             for _ in 0..rounds {
                 let lease = l
-                    .acquire("job", ttl, Duration::from_secs(3600))
+                    .acquire("job", ttl, ACQUIRE_WAIT)
                     .await
                     .expect("acquire within the wait budget");
                 let acquired_at = clock.now();
@@ -106,6 +153,15 @@ async fn contend(
     }
     let mut h = history.lock().unwrap().clone();
     h.sort_by_key(|t| (t.acquired_at, t.token));
+    let used = clock.now().duration_since(c0).unwrap_or_default();
+    eprintln!(
+        "{}: {contenders} contenders x {rounds} rounds in {:?}; the clock moved {:.1} s ({:.2} % of the {} s wait budget)",
+        store.describe(),
+        t0.elapsed(),
+        used.as_secs_f64(),
+        100.0 * used.as_secs_f64() / ACQUIRE_WAIT.as_secs_f64(),
+        ACQUIRE_WAIT.as_secs()
+    );
     h
 }
 
@@ -133,21 +189,9 @@ fn check_history(name: &str, h: &[Tenure], expected: usize) {
 
 /// Contenders never overlap and tokens increase; the record keeps the last
 /// token after release.
-async fn contenders_never_overlap(
-    name: &str,
-    store: DynStore,
-    clock: DynClock,
-    contenders: usize,
-    rounds: usize,
-    ttl: Duration,
-) {
-    let t0 = std::time::Instant::now();
-    let h = contend(store.clone(), &clock, contenders, rounds, ttl).await;
-    eprintln!(
-        "{name}: {contenders} contenders x {rounds} rounds in {:?}",
-        t0.elapsed()
-    );
-    check_history(name, &h, contenders * rounds);
+async fn contenders_never_overlap(name: &str, store: DynStore, clock: DynClock, shape: Contention) {
+    let h = contend(store.clone(), &clock, shape).await;
+    check_history(name, &h, shape.contenders * shape.rounds);
     let info = leases(&store, &clock, 1, "x")
         .inspect("job")
         .await
@@ -161,7 +205,7 @@ async fn contenders_never_overlap(
 async fn thirty_two_contenders_never_overlap_and_tokens_increase() {
     for (name, store) in backends() {
         let clock = SystemClock::shared();
-        contenders_never_overlap(name, store, clock, 32, 4, Duration::from_secs(10)).await;
+        contenders_never_overlap(name, store, clock, Contention::paused(32, 4)).await;
     }
 }
 
@@ -195,7 +239,7 @@ fn throttled(name: &str, store: DynStore) -> DynStore {
 async fn thirty_two_contenders_never_overlap_on_every_backend() {
     for (name, store) in crate::backends::backends().await {
         let store = throttled(name, store);
-        contenders_never_overlap(name, store, manual_clock(), 32, 3, MANUAL_CLOCK_TTL).await;
+        contenders_never_overlap(name, store, manual_clock(), Contention::manual(32, 3)).await;
     }
 }
 
@@ -205,7 +249,7 @@ async fn contend_through_faults(
     clock: DynClock,
     config: FaultConfig,
     seed: u64,
-    (contenders, rounds, ttl): (usize, usize, Duration),
+    shape: Contention,
 ) {
     for (name, store) in stores {
         let fault = Arc::new(FaultStore::new(
@@ -213,13 +257,8 @@ async fn contend_through_faults(
             config.clone(),
             SharedRng::seeded(seed),
         ));
-        let t0 = std::time::Instant::now();
-        let h = contend(fault.clone(), &clock, contenders, rounds, ttl).await;
-        eprintln!(
-            "{name}: {contenders} contenders x {rounds} rounds through faults in {:?}",
-            t0.elapsed()
-        );
-        check_history(name, &h, contenders * rounds);
+        let h = contend(fault.clone(), &clock, shape).await;
+        check_history(name, &h, shape.contenders * shape.rounds);
         let c = fault.counters();
         let lost = c.lost_responses.load(Ordering::Relaxed);
         assert!(
@@ -240,7 +279,7 @@ async fn contention_with_lost_responses_keeps_the_invariants() {
         lost_response_rate: 0.10,
         ..FaultConfig::default()
     };
-    let shape = (32, 3, Duration::from_secs(10));
+    let shape = Contention::paused(32, 3);
     contend_through_faults(backends(), SystemClock::shared(), config, 42, shape).await;
 }
 
@@ -254,7 +293,7 @@ async fn contention_with_lost_responses_on_every_backend() {
         ..FaultConfig::default()
     };
     let stores = crate::backends::remote_backends().await;
-    let shape = (32, 3, MANUAL_CLOCK_TTL);
+    let shape = Contention::manual(32, 3);
     contend_through_faults(stores, manual_clock(), config, 44, shape).await;
 }
 
@@ -265,7 +304,7 @@ async fn contention_with_errors_and_lost_responses_keeps_the_invariants() {
         lost_response_rate: 0.10,
         ..FaultConfig::default()
     };
-    let shape = (32, 3, Duration::from_secs(10));
+    let shape = Contention::paused(32, 3);
     contend_through_faults(backends(), SystemClock::shared(), config, 43, shape).await;
 }
 

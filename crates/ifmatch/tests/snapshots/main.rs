@@ -5,14 +5,18 @@
 //!
 //! - [`publish`]: versions, conflicts, superseded builds, rollback, pruning;
 //! - [`read`]: the single-flight reader cache, outages, typed JSON;
-//! - [`guard`]: the build guard (one build at a time, expiry takeover).
+//! - [`guard`]: the build guard (one build at a time, expiry takeover);
+//! - [`repeat`]: publishes and rollbacks repeated with their request id land once.
 
 mod artifact;
 #[path = "../common/backends.rs"]
 mod backends;
 mod guard;
+#[path = "../common/lost_answer.rs"]
+mod lost_answer;
 mod publish;
 mod read;
+mod repeat;
 mod wrappers;
 
 use ifmatch::DynStore;
