@@ -309,11 +309,13 @@ async fn run_batch(
             deferred.push(p);
             continue;
         }
+        // The object goes to the writer only: a change answered here is no
+        // replay (replays are answered in `apply`), so its caller never reads it.
         let outcome = match &r {
-            Ok((u, seen)) => {
+            Ok((u, _)) => {
                 let mut u = u.clone();
                 u.changed &= *role == Role::Wrote;
-                Ok((u, seen.clone()))
+                Ok((u, None))
             }
             Err(e) => Err(copy(e)),
         };
