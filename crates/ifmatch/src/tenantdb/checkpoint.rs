@@ -271,12 +271,13 @@ impl TenantDbs {
 
     /// Deletes log entries `≤ floor` and checkpoints `< floor` (but never the creation checkpoint).
     async fn collect(&self, tenant: &str, floor: u64) -> Result<()> {
-        for seq in self.list_seqs(tenant, "log/").await? {
+        let listing = self.list_tenant(tenant).await?;
+        for seq in listing.logs {
             if seq <= floor {
                 self.delete_settled(&self.log_key(tenant, seq)).await?;
             }
         }
-        for seq in self.list_seqs(tenant, "checkpoint/").await? {
+        for seq in listing.checkpoints {
             if seq > 0 && seq < floor {
                 self.delete_settled(&self.ckp_key(tenant, seq)).await?;
             }

@@ -37,15 +37,15 @@ const MAX_UNDECIDED: usize = 64;
 /// window during the open).
 const COLD_LISTINGS: usize = 3;
 
-/// One listing of a tenant's keys.
+/// One listing of a tenant's keys (for a cold open and for collection).
 #[derive(Debug, Default)]
-struct Listing {
+pub(super) struct Listing {
     /// `head` exists.
-    head: bool,
+    pub(super) head: bool,
     /// The seqs of `checkpoint/<seq>`.
-    checkpoints: Vec<u64>,
+    pub(super) checkpoints: Vec<u64>,
     /// The seqs of `log/<seq>`.
-    logs: Vec<u64>,
+    pub(super) logs: Vec<u64>,
 }
 
 impl TenantDbs {
@@ -331,22 +331,9 @@ impl TenantDbs {
         .await
     }
 
-    /// The seqs listed under the tenant's `sub` (`log/` or `checkpoint/`).
-    pub(super) async fn list_seqs(&self, tenant: &str, sub: &str) -> Result<Vec<u64>> {
-        let prefix = self.key(tenant, sub);
-        let mut out = Vec::new();
-        self.list_keys(&prefix, |rest| {
-            if let Ok(seq) = rest.parse::<u64>() {
-                out.push(seq);
-            }
-        })
-        .await?;
-        Ok(out)
-    }
-
     /// All of the tenant's keys in one listing (one request while they fit
     /// in a page; a nested tenant's keys are skipped).
-    async fn list_tenant(&self, tenant: &str) -> Result<Listing> {
+    pub(super) async fn list_tenant(&self, tenant: &str) -> Result<Listing> {
         let mut l = Listing::default();
         self.list_keys(&self.key(tenant, ""), |rest| {
             if rest == "head" {
